@@ -1,0 +1,107 @@
+"""Reading image files into arrays, with one clear error for each kind of bad file."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from iic.errors import IICError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Modes PIL converts losslessly enough to 8-bit L/RGB; 16-bit and float images need a decision we won't guess.
+CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (sorted), or an error when there is no such folder or it has none."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise IICError(f"no such file or directory: {folder}")
+    if not folder.is_dir():
+        raise IICError(f"not a directory: {folder}")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    if not files:
+        raise IICError(f"no images found in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def expand_image_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Files and folders (their images, sorted) given on a command line, as one list of image files."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(list_image_files(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise IICError(f"no such file or directory: {path}")
+    if not files:
+        raise IICError("no images given")
+    return files
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image file, turning PIL's failures into one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise IICError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise IICError(f"cannot read image {path}: corrupt or not an image ({exc.__class__.__name__})") from None
+
+
+def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file as uint8 H × W × channels (1 = greyscale, 3 = RGB), optionally resized to ``size`` (h, w)."""
+    image = open_image(path)
+    if image.mode not in CONVERTIBLE_MODES:
+        raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")
+    if channels not in (1, 3):
+        raise IICError(f"cannot load {path} with {channels} channels: images load as 1 (greyscale) or 3 (RGB)")
+    image = image.convert("L" if channels == 1 else "RGB")
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if channels == 1 else array
+
+
+def load_label_map(path: str | os.PathLike) -> np.ndarray:
+    """A label-map PNG (one class id per pixel) as uint8 H × W."""
+    image = open_image(path)
+    if image.mode == "P" or image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode == "I;16" or image.mode == "I":
+        array = np.asarray(image)
+        if array.max(initial=0) > 255:
+            raise IICError(f"label map {path} has class ids above 255")
+        return array.astype(np.uint8)
+    raise IICError(f"label map {path} has mode {image.mode!r}: expected a single-channel (L or P) image of class ids")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so that readers see either the old content or the new, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_png(path: str | os.PathLike, image: Image.Image) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

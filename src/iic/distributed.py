@@ -1,0 +1,22 @@
+"""Distributed helpers, kept apart from the losses that use them."""
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes, differentiably.
+
+    The backward pass all-reduces the gradient too, so with DDP's gradient averaging the parameters
+    receive exactly the gradient of the loss computed on the union of all processes' batches.
+    Outside a process group this is the identity.
+    """
+    if not is_distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor, op=dist.ReduceOp.SUM)
