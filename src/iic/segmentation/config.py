@@ -1,0 +1,127 @@
+"""The segmentation run configuration and the paper's presets (Table 4), plus CPU-sized ones."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from iic.errors import IICError
+
+CAMVID_NPZ = "../shared/datasets/camvid_180x240_trainval.npz"
+SLIM_WIDTHS = (32, 64, 64, 64, 96, 96)
+
+
+@dataclass
+class SegmentConfig:
+    """Everything that defines a segmentation run. Sizes are in pixels after ``scale``."""
+
+    preset: str = "demo"
+    # data
+    dataset: str = "demo"  # demo | potsdam | potsdam3 | cocostuff3 | cocostuff15 | folder | npz
+    data_path: str | None = None  # dataset root, an .npz file, or a folder of images
+    label_dir: str | None = None  # folder datasets: label-map PNGs named like the images
+    ignore_index: int | None = None  # label value that marks unlabelled pixels (folder, npz)
+    class_groups: str | None = None  # merge label ids into classes, e.g. "0;3,4;5"; other ids are masked
+    class_names: tuple[str, ...] = ()  # display names of the classes (default: the dataset's)
+    train_splits: tuple[str, ...] = ("train",)
+    eval_splits: tuple[str, ...] = ("train",)
+    curated_version: int = 6  # COCO-Stuff curated list curated/<split>/<name>_<version>.txt
+    scale: float = 1.0  # images are rescaled by this factor on loading (the paper's pre-scale)
+    crop_size: int = 48  # training crop side
+    eval_crop_size: int = 0  # centre crop for evaluation; 0 evaluates whole images
+    mask_unlabelled: bool = False  # leave unlabelled / masked-class pixels out of the training loss too
+    # views g
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.125)  # brightness, contrast, saturation, hue
+    flip: bool = True
+    affine_degrees: float = 0.0
+    affine_scale: tuple[float, float] = (1.0, 1.0)
+    affine_shear: float = 0.0
+    # input channels: colour (RGB), optionally with or replaced by Sobel; extra channels (IR) always follow
+    sobel: bool = False
+    include_rgb: bool = True
+    # network and loss
+    widths: tuple[int, ...] = (16, 32, 48, 48, 64, 64)
+    k_a: int = 6  # over-clustering head A (0 disables it)
+    k_b: int = 3  # head B: the number of classes
+    num_subheads: int = 1
+    T: int = 2  # displacement half-window |t|∞ ≤ T
+    collapsed: bool = False  # sum the joint over displacements (default: one joint per displacement)
+    lamb_a: float = 1.0
+    lamb_b: float = 1.0
+    # schedule and optimisation
+    head_b_first: bool = True
+    head_a_passes: int = 1
+    head_b_passes: int = 1
+    epochs: int = 6  # each epoch is head_a_passes + head_b_passes passes over the data
+    lr: float = 1e-3
+    batch_size: int = 16
+    max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
+    seed: int = 0
+    # engine
+    accelerator: str = "auto"
+    devices: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    eval_every: int = 1  # evaluate every N passes over the data
+    eval_batch_size: int = 8
+    out_dir: str = "runs"
+    name: str | None = None
+
+
+_potsdam = dict(
+    train_splits=("unlabelled_train", "labelled_train", "labelled_test"), eval_splits=("labelled_train", "labelled_test"),
+    scale=1.0, crop_size=200, eval_crop_size=200, mask_unlabelled=False, jitter=(0.1, 0.1, 0.1, 0.1), flip=True,
+    sobel=False, include_rgb=True, widths=(64, 128, 256, 256, 512, 512), num_subheads=1, head_b_first=True,
+    head_a_passes=1, head_b_passes=1, epochs=4800,
+)
+_cocostuff = dict(
+    train_splits=("train2017", "val2017"), eval_splits=("train2017", "val2017"), scale=0.33, crop_size=128,
+    eval_crop_size=128, mask_unlabelled=True, jitter=(0.4, 0.4, 0.4, 0.125), flip=True, sobel=True,
+    include_rgb=True, widths=(64, 128, 256, 256, 512, 512), num_subheads=1, head_b_first=True, head_a_passes=1,
+    head_b_passes=1, epochs=4800, lr=1e-4, T=10,
+)
+_camvid = dict(
+    dataset="npz", data_path=CAMVID_NPZ, train_splits=("train",), eval_splits=("val",), scale=0.5, crop_size=64,
+    eval_crop_size=0, mask_unlabelled=True, jitter=(0.4, 0.4, 0.4, 0.125), flip=True, sobel=True, include_rgb=True,
+    widths=SLIM_WIDTHS, num_subheads=1, T=5, head_b_first=True, head_a_passes=1, head_b_passes=1, lr=1e-3,
+    batch_size=32, epochs=30, eval_every=10,
+)
+
+# The paper's settings are the authors' published commands for Table 4 (examples/commands.txt of
+# xu-ji/IIC: runs 555, 512, 545, 544), which all used the uncollapsed loss and one sub-head per head.
+SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    # Embedded default: synthetic texture scenes, a slim network; about a minute on a CPU.
+    "demo": {},
+    "potsdam3": dict(_potsdam, dataset="potsdam3", k_a=24, k_b=3, lamb_a=1.0, lamb_b=1.5, lr=1e-5, batch_size=75, T=10),
+    "potsdam": dict(_potsdam, dataset="potsdam", k_a=36, k_b=6, lamb_a=1.0, lamb_b=1.0, lr=1e-6, batch_size=60, T=5),
+    "cocostuff3": dict(_cocostuff, dataset="cocostuff3", curated_version=6, k_a=15, k_b=3, lamb_a=1.0, lamb_b=1.5, batch_size=120),
+    "cocostuff15": dict(_cocostuff, dataset="cocostuff15", curated_version=7, k_a=45, k_b=15, lamb_a=1.0, lamb_b=1.0, batch_size=60),
+    # CPU-sized runs on CamVid (not a paper benchmark): CamVid-3 is the analogue of COCO-Stuff-3.
+    "camvid3": dict(_camvid, class_groups="0;3,4;5", class_names=("sky", "ground", "plants"), k_a=15, k_b=3, lamb_b=1.5),
+    "camvid": dict(_camvid, k_a=33, k_b=11),
+}
+
+# Pixel accuracy (%) of the paper's Table 4.
+PAPER_PIXEL_ACCURACY = {"cocostuff3": 72.3, "cocostuff15": 27.7, "potsdam3": 65.1, "potsdam": 45.4}
+
+DATASETS = ("demo", "potsdam", "potsdam3", "cocostuff3", "cocostuff15", "folder", "npz")
+
+
+def validate_config(config: SegmentConfig) -> None:
+    """Reject inconsistent settings with one clear message, before anything is read or written."""
+    if config.dataset not in DATASETS:
+        raise IICError(f"unknown dataset {config.dataset!r}: choose one of {', '.join(DATASETS)}")
+    if config.dataset not in ("demo",) and not config.data_path:
+        raise IICError(f"dataset {config.dataset!r} needs --data-path (its root folder, .npz file or image folder)")
+    if config.k_b < 1 or config.k_a < 0:
+        raise IICError("k_b must be at least 1 and k_a at least 0")
+    if config.T < 0:
+        raise IICError(f"T must be non-negative, got {config.T}")
+    if config.crop_size < 2 or config.crop_size % 2:
+        raise IICError(f"crop_size must be an even number of pixels ≥ 2, got {config.crop_size}")
+    if config.T >= config.crop_size:
+        raise IICError(f"T={config.T} is too large for {config.crop_size}×{config.crop_size} crops: it must be below {config.crop_size}")
+    if config.scale <= 0:
+        raise IICError(f"scale must be positive, got {config.scale}")
+    if config.head_a_passes < 0 or config.head_b_passes < 1 or config.epochs < 1 or config.batch_size < 1:
+        raise IICError("epochs, batch_size and head_b_passes must be at least 1, head_a_passes at least 0")
+    if config.sobel is False and config.include_rgb is False:
+        raise IICError("the input needs colour or Sobel channels: set --sobel or --include-rgb")

@@ -1,0 +1,410 @@
+"""Training, evaluation and prediction for IIC segmentation.
+
+Training alternates the two heads by pass over the data (the preset's schedule), each with its own Adam
+optimiser (manual optimisation). x is a random crop, g(x) its jittered, flipped (optionally affine-warped)
+version; the network's maps for g(x) are brought back into x's frame by g⁻¹ and the dense IIC loss is taken
+over the pixels valid in both. Evaluation pools one contingency table over every valid pixel of the
+evaluation set and matches clusters to classes once (Hungarian; many-to-one for the over-clustering head).
+"""
+
+import io
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
+
+from iic.config import config_from_dict, config_to_dict, save_config
+from iic.data.images import atomic_write_bytes, save_png
+from iic.errors import IICError
+from iic.losses.dense_iic_loss import dense_iic_loss
+from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
+from iic.segmentation.config import SegmentConfig, validate_config
+from iic.segmentation.data import (
+    IGNORE, CocoStuffSource, EvaluationImages, FolderSource, PotsdamSource, SegmentationSource, TrainingCrops,
+    demo_source, load_npz_source,
+)
+from iic.segmentation.network import SegmentationNet
+from iic.segmentation.views import InvertibleViews, input_channels, network_input
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
+    """The training or evaluation images of ``config`` (purpose: "train" or "eval"), checked on construction."""
+    splits = config.train_splits if purpose == "train" else config.eval_splits
+    require_labels = purpose == "eval"
+    if config.dataset == "demo":
+        source = demo_source()
+    elif config.dataset in ("potsdam", "potsdam3"):
+        source = PotsdamSource(config.data_path, splits, coarse=config.dataset == "potsdam3", require_labels=require_labels)
+    elif config.dataset in ("cocostuff3", "cocostuff15"):
+        source = CocoStuffSource(config.data_path, splits, int(config.dataset.removeprefix("cocostuff")), config.curated_version)
+    elif config.dataset == "folder":
+        if require_labels and not config.label_dir:
+            raise IICError("evaluation needs label maps: pass --label-dir")
+        source = FolderSource(config.data_path, config.label_dir, config.ignore_index, num_classes=config.k_b)
+    elif config.dataset == "npz":
+        source = load_npz_source(config.data_path, splits, config.ignore_index, config.class_groups)
+        if require_labels and source.labels is None:
+            raise IICError(f"{config.data_path} has no label maps y_<split> for {', '.join(splits)}")
+    else:
+        raise IICError(f"unknown dataset {config.dataset!r}")
+    if config.class_names and source.class_names:
+        if len(config.class_names) != len(source.class_names):
+            raise IICError(f"{len(config.class_names)} class names given for {len(source.class_names)} classes")
+        source.class_names = list(config.class_names)
+    if len(source) == 0:
+        raise IICError(f"no images in {config.data_path}")
+    return source
+
+
+def evaluation_loader(config: SegmentConfig, source: SegmentationSource) -> torch.utils.data.DataLoader:
+    same_size = config.eval_crop_size > 0 or hasattr(source, "images")
+    return torch.utils.data.DataLoader(
+        EvaluationImages(source, config.scale, config.eval_crop_size or None),
+        batch_size=config.eval_batch_size if same_size else 1, shuffle=False, num_workers=config.num_workers,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+class SegmentationModule(L.LightningModule):
+    def __init__(self, config: dict, class_names: list[str], color_channels: int = 3, extra_channels: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = config_from_dict(SegmentConfig, config)
+        c = self.config
+        self.color_channels, self.extra_channels = color_channels, extra_channels
+        self.class_names = list(class_names)
+        self.automatic_optimization = False
+        self.net = SegmentationNet(input_channels(color_channels, extra_channels, c.sobel, c.include_rgb),
+                                   c.k_a, c.k_b, c.num_subheads, c.widths)
+        self.views = InvertibleViews(c.jitter, c.flip, c.affine_degrees, c.affine_scale, c.affine_shear, color_channels)
+        self.head_names = ["A", "B"] if c.k_a > 0 else ["B"]
+        # Filled by evaluation, saved with checkpoints so that predictions can use class ids.
+        self.register_buffer("cluster_to_class", torch.full((c.k_b,), -1, dtype=torch.long))
+        self.register_buffer("best_subhead", torch.zeros((), dtype=torch.long))
+        num_classes = max(1, len(self.class_names))
+        self.tables = torch.nn.ModuleDict({
+            head: ContingencyTables(c.num_subheads, c.k_a if head == "A" else c.k_b, num_classes, ignore_index=IGNORE)
+            for head in self.head_names
+        })
+        self.history: list[dict] = []
+        self.scores: dict[str, SegmentationScores] = {}
+        self._subhead_losses: list[torch.Tensor] = []
+
+    # -- schedule
+    def head_for_pass(self, index: int) -> str:
+        c = self.config
+        if c.k_a == 0 or c.head_a_passes == 0:
+            return "B"
+        cycle = ["B"] * c.head_b_passes + ["A"] * c.head_a_passes if c.head_b_first else ["A"] * c.head_a_passes + ["B"] * c.head_b_passes
+        return cycle[index % len(cycle)]
+
+    def configure_optimizers(self):
+        trunk = list(self.net.trunk.parameters())
+        return [torch.optim.Adam(trunk + list(self.net.heads[head].parameters()), lr=self.config.lr) for head in self.head_names]
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return network_input(x, self.color_channels, self.config.sobel, self.config.include_rgb)
+
+    def forward(self, x: torch.Tensor, head: str = "B") -> list[torch.Tensor]:
+        """Per sub-head softmax maps for raw [0, 1] images (n × channels × h × w)."""
+        return self.net(self.prepare(x), head)
+
+    def dense_losses(self, x: torch.Tensor, mask: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sub-head (loss, loss_plain) for a batch of crops and their training masks."""
+        c = self.config
+        x_tf, params = self.views(x)
+        n = x.shape[0]
+        outputs = self.net(self.prepare(torch.cat([x, x_tf])), head)  # one pass: shared batch-norm statistics
+        lamb = c.lamb_a if head == "A" else c.lamb_b
+        losses, plains = [], []
+        for maps in outputs:
+            p, p_tf = maps[:n], maps[n:]
+            p_tf_back, valid = self.views.invert(p_tf, params)
+            loss, plain = dense_iic_loss(p, p_tf_back, mask & valid, T=c.T, lamb=lamb, collapsed=c.collapsed)
+            losses.append(loss)
+            plains.append(plain)
+        return torch.stack(losses), torch.stack(plains)
+
+    def training_step(self, batch, batch_idx):
+        x, mask = batch
+        head = self.head_for_pass(self.current_epoch)
+        optimiser = self.optimizers()[self.head_names.index(head)] if len(self.head_names) > 1 else self.optimizers()
+        start = time.perf_counter()
+        losses, plains = self.dense_losses(x, mask, head)
+        optimiser.zero_grad()
+        self.manual_backward(losses.mean())
+        optimiser.step()
+        if head == "B":
+            self._subhead_losses.append(losses.detach())
+        rate = x.shape[0] / max(time.perf_counter() - start, 1e-9)
+        loss = losses.mean().detach()
+        self.log(f"train/loss_{head.lower()}", loss, on_step=True, on_epoch=True, prog_bar=False)
+        self.log("loss", loss, prog_bar=True, logger=False)
+        self.log("img_per_s", rate, prog_bar=True, logger=False)
+        self.history.append({"step": int(self.global_step), "head": head, "loss": float(loss), "loss_plain": float(plains.mean())})
+
+    def on_train_epoch_end(self):
+        if self._subhead_losses:
+            self.best_subhead.fill_(int(torch.stack(self._subhead_losses).mean(0).argmin()))
+            self._subhead_losses.clear()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history
+
+    # -- evaluation
+    def update_tables(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        for head in self.head_names:
+            maps = torch.stack(self(x, head))  # S × n × k × h × w
+            self.tables[head].update(maps.argmax(dim=2), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y, _ = batch
+        self.update_tables(x, y)
+
+    def on_validation_epoch_end(self):
+        self.finish_evaluation(log=True)
+
+    def finish_evaluation(self, log: bool = False) -> dict[str, SegmentationScores]:
+        self.scores = {}
+        for head in self.head_names:
+            tables = self.tables[head].compute().cpu().numpy()
+            self.tables[head].reset()
+            subhead = int(self.best_subhead)
+            if tables[subhead].sum() == 0:
+                continue
+            scores = segmentation_scores(tables[subhead])
+            self.scores[head] = scores
+            if head == "B":
+                mapping = torch.full_like(self.cluster_to_class, -1)
+                for cluster, cls in scores.mapping.items():
+                    mapping[cluster] = cls
+                self.cluster_to_class.copy_(mapping)
+            if log:
+                self.log(f"val/pixel_acc_{head.lower()}", scores.pixel_acc)
+                self.log(f"val/miou_{head.lower()}", scores.miou)
+                if head == "B":
+                    self.log("val/pixel_acc", scores.pixel_acc, prog_bar=True)
+        return self.scores
+
+    @torch.no_grad()
+    def predict_clusters(self, x: torch.Tensor) -> torch.Tensor:
+        """Head B's cluster id per pixel (best sub-head) for raw [0, 1] images."""
+        return self(x, "B")[int(self.best_subhead)].argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate_module(module: SegmentationModule, loader: torch.utils.data.DataLoader, device: torch.device | str = "cpu") -> dict[str, SegmentationScores]:
+    """Pooled pixel accuracy and mIoU of each head over the whole loader (outside a Trainer)."""
+    module.eval().to(device)
+    for head in module.head_names:
+        module.tables[head].reset()
+    for x, y, _ in loader:
+        module.update_tables(x.to(device), y.to(device))
+    return module.finish_evaluation()
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+def palette(num_colours: int) -> np.ndarray:
+    """Distinct colours (uint8 num × 3), tab20 first, then golden-ratio hues."""
+    import matplotlib
+
+    base = (np.array(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
+    if num_colours <= len(base):
+        return base[:num_colours]
+    hues = (np.arange(num_colours - len(base)) * 0.618034) % 1.0
+    extra = (np.array([matplotlib.colors.hsv_to_rgb((h, 0.8, 0.9)) for h in hues]) * 255).astype(np.uint8)
+    return np.concatenate([base, extra])
+
+
+def colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """H × W ids (IGNORE shown black) → H × W × 3 uint8."""
+    out = np.zeros(labels.shape + (3,), dtype=np.uint8)
+    valid = labels >= 0
+    out[valid] = colours[labels[valid] % len(colours)]
+    return out
+
+
+def display_image(x: torch.Tensor, color_channels: int = 3) -> np.ndarray:
+    """C × H × W [0, 1] tensor → H × W × 3 uint8 (its colour channels)."""
+    colour = x[:color_channels]
+    if colour.shape[0] == 1:
+        colour = colour.repeat(3, 1, 1)
+    return (colour.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+
+def write_segmentation_figure(path: Path, module: SegmentationModule, source: SegmentationSource, config: SegmentConfig,
+                              num_images: int = 4) -> None:
+    """Input / prediction / ground truth for a few images, and the loss curves, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dataset = EvaluationImages(source, config.scale, config.eval_crop_size or None)
+    count = min(num_images, len(dataset))
+    with_truth = source.has_labels
+    columns = 3 if with_truth else 2
+    figure = plt.figure(figsize=(3.2 * columns, 2.6 * count + 3.0))
+    grid = figure.add_gridspec(count + 1, columns, height_ratios=[1.0] * count + [1.2])
+    mapped = (module.cluster_to_class >= 0).any()
+    num_colours = max(module.config.k_b, len(module.class_names))
+    colours = palette(num_colours)
+    module.eval()
+    for row in range(count):
+        index = row * len(dataset) // count
+        x, y, _ = dataset[index]
+        clusters = module.predict_clusters(x[None].to(module.device))[0].cpu()
+        prediction = module.cluster_to_class.cpu()[clusters] if mapped else clusters
+        panels = [("input", display_image(x, module.color_channels)),
+                  ("prediction" + (" (matched)" if mapped else " (clusters)"), colourise(prediction.numpy(), colours))]
+        if with_truth:
+            panels.append(("ground truth", colourise(y.numpy(), colours)))
+        for column, (title, picture) in enumerate(panels):
+            axis = figure.add_subplot(grid[row, column])
+            axis.imshow(picture, interpolation="nearest")
+            axis.set_title(f"{source.item_name(index)}: {title}" if column == 0 else title, fontsize=8)
+            axis.axis("off")
+    axis = figure.add_subplot(grid[count, :])
+    for head in module.head_names:
+        points = [(h["step"], h["loss"]) for h in module.history if h["head"] == head]
+        if points:
+            steps, losses = zip(*points)
+            axis.plot(steps, losses, ".", markersize=2, alpha=0.4, label=f"head {head} (λ={getattr(config, 'lamb_' + head.lower())})")
+    axis.set_xlabel("step")
+    axis.set_ylabel("dense IIC loss")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    scores: dict[str, SegmentationScores]
+    module: SegmentationModule
+
+
+def make_run_dir(config: SegmentConfig) -> Path:
+    name = config.name or f"segment-{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(config.out_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train(config: SegmentConfig, progress: bool = True) -> TrainResult:
+    """Validate, read the data, then train in a new run directory; evaluate and draw at the end."""
+    validate_config(config)
+    train_source = build_source(config, "train")
+    eval_source = build_source(config, "eval") if config.dataset != "folder" or config.label_dir else None
+    probe_image, _ = train_source[0]
+    scaled = (round(probe_image.shape[0] * config.scale), round(probe_image.shape[1] * config.scale))
+    if config.T >= min(scaled) or config.T >= config.crop_size:
+        raise IICError(f"T={config.T} is too large for {scaled[0]}×{scaled[1]} images with {config.crop_size}-pixel crops")
+
+    L.seed_everything(config.seed, verbose=False)
+    run_dir = make_run_dir(config)
+    save_config(config, run_dir / "config.yaml")
+    class_names = eval_source.class_names if eval_source is not None else train_source.class_names
+    module = SegmentationModule(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
+    train_loader = torch.utils.data.DataLoader(
+        TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
+        batch_size=config.batch_size, shuffle=True, drop_last=len(train_source) > config.batch_size,
+        num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+    )
+    eval_loader = evaluation_loader(config, eval_source) if eval_source is not None else None
+    passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
+                                 monitor="val/pixel_acc" if eval_loader is not None else None, mode="max", save_top_k=1)
+    trainer = L.Trainer(
+        default_root_dir=run_dir, max_epochs=passes, accelerator=config.accelerator,
+        devices=int(config.devices) if str(config.devices).isdigit() else config.devices, precision=config.precision,
+        logger=CSVLogger(run_dir, name="", version=""), callbacks=[checkpoint],
+        check_val_every_n_epoch=max(1, config.eval_every), limit_val_batches=1.0 if eval_loader is not None else 0,
+        num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
+        max_time=timedelta(minutes=config.max_minutes) if config.max_minutes > 0 else None,
+    )
+    trainer.fit(module, train_loader, eval_loader)
+    scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
+    # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if scores:
+        atomic_write_bytes(run_dir / "scores.yaml", yaml.safe_dump(
+            {f"head_{head}": {"pixel_acc": s.pixel_acc, "miou": s.miou, "iou": dict(zip(class_names, s.iou))} for head, s in scores.items()},
+            sort_keys=False).encode())
+    write_segmentation_figure(run_dir / "segmentation.png", module, eval_source or train_source, config)
+    return TrainResult(run_dir, scores, module)
+
+
+def load_module(checkpoint_path: str | Path) -> SegmentationModule:
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise IICError(f"no such checkpoint: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        hyper = checkpoint["hyper_parameters"]
+        module = SegmentationModule(**hyper)
+        module.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError, TypeError, EOFError, ValueError) as exc:
+        raise IICError(f"{path} is not an iic segmentation checkpoint ({exc.__class__.__name__})") from None
+    if isinstance(checkpoint.get("history"), list):
+        module.history = checkpoint["history"]
+    return module.eval()
+
+
+def format_scores(scores: dict[str, SegmentationScores], class_names: list[str]) -> str:
+    lines = []
+    for head, s in scores.items():
+        lines.append(f"head {head}: pixel accuracy {100 * s.pixel_acc:.1f}%  mIoU {100 * s.miou:.1f}%")
+    if "B" in scores:
+        lines.append("  IoU per class: " + ", ".join(f"{n} {100 * v:.1f}" if not math.isnan(v) else f"{n} -" for n, v in zip(class_names, scores["B"].iou)))
+    return "\n".join(lines)
+
+
+def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path, scale: float = 1.0) -> list[Path]:
+    """Per image: ``<stem>_labels.png`` (palette PNG of class ids, or cluster ids when unmatched) and ``<stem>_overlay.png``."""
+    from iic.data.images import load_image
+
+    mapped = bool((module.cluster_to_class >= 0).any())
+    colours = palette(max(module.config.k_b, len(module.class_names)))
+    flat_palette = np.zeros((256, 3), dtype=np.uint8)
+    flat_palette[: len(colours)] = colours[:256]
+    if module.extra_channels:
+        raise IICError("this model takes extra input channels (e.g. infrared): predict needs RGB-only models")
+    images = [load_image(p, channels=3) for p in paths]  # read everything first: no partial output on a bad file
+    written = []
+    for path, image in zip(paths, images):
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]
+        h, w = image.shape[:2]
+        if scale != 1.0:
+            x = torch.nn.functional.interpolate(x, size=(max(2, round(h * scale)), max(2, round(w * scale))), mode="bilinear", antialias=scale < 1)
+        clusters = module.predict_clusters(x)[0]
+        labels = module.cluster_to_class[clusters] if mapped else clusters
+        labels = torch.nn.functional.interpolate(labels[None, None].float(), size=(h, w), mode="nearest")[0, 0].long().numpy()
+        label_image = Image.fromarray(np.clip(labels, 0, 255).astype(np.uint8), mode="P")
+        label_image.putpalette(flat_palette.reshape(-1).tolist())
+        overlay = (0.5 * image + 0.5 * colourise(labels, colours)).astype(np.uint8)
+        for suffix, picture in (("labels", label_image), ("overlay", Image.fromarray(overlay))):
+            target = out_dir / f"{path.stem}_{suffix}.png"
+            save_png(target, picture)
+            written.append(target)
+    return written

@@ -1,0 +1,110 @@
+"""Invertible views g for dense IIC: photometric jitter plus a horizontal flip and an optional random affine.
+
+g acts on a batch of crops on their device; ``invert`` brings the network's output maps for g(x) back into
+x's frame (flips exactly, affine warps by grid sampling) together with the mask of pixels that g⁻¹ maps
+from inside the frame. Only the colour channels are jittered; extra channels (Potsdam's infrared) follow
+the geometry only.
+"""
+
+from dataclasses import dataclass
+
+import kornia.augmentation as K
+import torch
+from kornia.color import rgb_to_grayscale
+from kornia.filters import spatial_gradient
+from kornia.geometry.transform import hflip, warp_affine
+from torch import nn
+
+
+@dataclass
+class ViewParams:
+    """What g did to each sample: flipped (n bools) and the affine matrix (n × 3 × 3) or None."""
+
+    flipped: torch.Tensor
+    affine: torch.Tensor | None
+
+
+class InvertibleViews(nn.Module):
+    def __init__(
+        self,
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.125),
+        flip: bool = True,
+        affine_degrees: float = 0.0,
+        affine_scale: tuple[float, float] | None = None,
+        affine_shear: float = 0.0,
+        color_channels: int = 3,
+    ):
+        super().__init__()
+        self.color_channels = color_channels
+        brightness, contrast, saturation, hue = jitter
+        self.jitter = K.ColorJitter(brightness, contrast, saturation, hue, p=1.0) if any(jitter) else None
+        self.flip = flip
+        use_affine = affine_degrees > 0 or affine_shear > 0 or (affine_scale is not None and tuple(affine_scale) != (1.0, 1.0))
+        self.affine = (
+            K.RandomAffine(degrees=affine_degrees, scale=tuple(affine_scale) if affine_scale else None,
+                           shear=affine_shear or None, p=1.0, align_corners=False)
+            if use_affine else None
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ViewParams]:
+        """g(x) for an n × C × h × w batch in [0, 1] (colour channels first), and what was done."""
+        n = x.shape[0]
+        colour, extra = x[:, : self.color_channels], x[:, self.color_channels:]
+        if self.jitter is not None and self.color_channels == 3:
+            colour = self.jitter(colour)
+        out = torch.cat([colour, extra], dim=1)
+        flipped = (torch.rand(n, device=x.device) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool, device=x.device)
+        out = torch.where(flipped[:, None, None, None], hflip(out), out)
+        matrix = None
+        if self.affine is not None:
+            out = self.affine(out)
+            matrix = self.affine.transform_matrix.to(out)
+        return out, ViewParams(flipped, matrix)
+
+    def invert(self, maps: torch.Tensor, params: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """g⁻¹ applied to n × k × h × w maps computed on g(x), and the n × h × w mask of valid pixels."""
+        n, _, h, w = maps.shape
+        valid = torch.ones(n, 1, h, w, device=maps.device, dtype=maps.dtype)
+        if params.affine is not None:
+            forward = params.affine[:, :2].to(maps.dtype)
+            inverse = torch.linalg.inv(params.affine.float())[:, :2].to(maps.dtype)
+            maps = warp_affine(maps, inverse, (h, w), align_corners=False)
+            # A pixel is valid only if its whole bilinear footprint survives the round trip g then g⁻¹
+            # inside both frames: a constant image sent through both warps stays 1 exactly there.
+            round_trip = warp_affine(warp_affine(valid, forward, (h, w), align_corners=False), inverse, (h, w), align_corners=False)
+            valid = (round_trip > 0.999).to(maps.dtype)
+        flipped = params.flipped[:, None, None, None]
+        maps = torch.where(flipped, hflip(maps), maps)
+        valid = torch.where(flipped, hflip(valid), valid)
+        return maps, valid[:, 0] > 0.5
+
+
+def network_input(x: torch.Tensor, color_channels: int = 3, use_sobel: bool = False, include_rgb: bool = True) -> torch.Tensor:
+    """The network's input channels from raw [0, 1] channels: colour (optionally with or replaced by
+    Sobel gradient magnitudes of the greyscale image), then the extra channels unchanged."""
+    colour, extra = x[:, :color_channels], x[:, color_channels:]
+    parts = []
+    if not use_sobel or include_rgb:
+        parts.append(colour)
+    if use_sobel:
+        grey = rgb_to_grayscale(colour) if color_channels == 3 else colour.mean(dim=1, keepdim=True)
+        parts.append(sobel_gradients(grey))
+    parts.append(extra)
+    return torch.cat(parts, dim=1)
+
+
+def sobel_gradients(grey: torch.Tensor) -> torch.Tensor:
+    """Horizontal and vertical Sobel responses of a greyscale batch (2 channels, as IIC's Sobel input)."""
+    return spatial_gradient(grey, mode="sobel", normalized=True)[:, 0]
+
+
+def input_channels(color_channels: int, extra_channels: int, use_sobel: bool, include_rgb: bool) -> int:
+    count = extra_channels
+    if not use_sobel or include_rgb:
+        count += color_channels
+    if use_sobel:
+        count += 2
+    return count
+
+
+__all__ = ["InvertibleViews", "ViewParams", "input_channels", "network_input", "sobel_gradients"]
