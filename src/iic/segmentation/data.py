@@ -372,7 +372,7 @@ def load_npz_source(path: str | Path, splits: tuple[str, ...], ignore_index: int
 
 
 def demo_source(num_images: int = 48, size: int = 64, seed: int = 0) -> ArraySource:
-    """Synthetic scenes of three regions that differ only in texture (flat, stripes, checks), same mean colour.
+    """Synthetic scenes of three regions that differ only in texture (flat, stripes, grain), same mean colour.
 
     Region boundaries are a random warped partition; each image has its own colour and brightness, so
     only texture separates the classes. Generated in code: no download.
@@ -390,8 +390,8 @@ def demo_source(num_images: int = 48, size: int = 64, seed: int = 0) -> ArraySou
         along = np.cos(angle) * xx + np.sin(angle) * yy
         textures = np.stack([
             np.zeros_like(xx),  # flat
-            np.sign(np.sin(2 * np.pi * along / 6.0)),  # stripes, random orientation
-            np.sign(np.sin(2 * np.pi * xx / 8.0)) * np.sign(np.sin(2 * np.pi * yy / 8.0)),  # checks
+            np.sign(np.sin(2 * np.pi * along / 8.0)),  # stripes, random orientation
+            rng.choice([-1.0, 1.0], size=xx.shape),  # grain: independent pixels
         ])
         texture = np.take_along_axis(textures, label[None], axis=0)[0]
         colour = rng.uniform(0.3, 0.7, size=3)
@@ -399,7 +399,7 @@ def demo_source(num_images: int = 48, size: int = 64, seed: int = 0) -> ArraySou
         pixels = colour[None, None] + amplitude * texture[..., None] + rng.normal(0, 0.03, size=(size, size, 3))
         images[n] = np.clip(pixels * 255, 0, 255).astype(np.uint8)
         labels[n] = label
-    return ArraySource(images, labels, ["flat", "stripes", "checks"], [f"demo_{i:03d}" for i in range(num_images)], name="demo")
+    return ArraySource(images, labels, ["flat", "stripes", "grain"], [f"demo_{i:03d}" for i in range(num_images)], name="demo")
 
 
 def to_tensor(image: np.ndarray, label: np.ndarray | None, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
