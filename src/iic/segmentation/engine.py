@@ -153,7 +153,7 @@ class SegmentationModule(L.LightningModule):
         self.log(f"train/loss_{head.lower()}", loss, on_step=True, on_epoch=True, prog_bar=False)
         self.log("loss", loss, prog_bar=True, logger=False)
         self.log("img_per_s", rate, prog_bar=True, logger=False)
-        self.history.append({"step": int(self.global_step), "head": head, "loss": float(loss), "loss_plain": float(plains.mean())})
+        self.history.append({"step": int(self.global_step), "head": head, "loss": float(loss), "loss_plain": float(plains.detach().mean())})
 
     def on_train_epoch_end(self):
         if self._subhead_losses:
@@ -393,7 +393,7 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
     images = [load_image(p, channels=3) for p in paths]  # read everything first: no partial output on a bad file
     written = []
     for path, image in zip(paths, images):
-        x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)[None]
         h, w = image.shape[:2]
         if scale != 1.0:
             x = torch.nn.functional.interpolate(x, size=(max(2, round(h * scale)), max(2, round(w * scale))), mode="bilinear", antialias=scale < 1)
