@@ -38,6 +38,11 @@ def test_cli_train_evaluate_predict_round_trip(tmp_path, capsys):
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
 
+    code, out, err = run_cli(capsys, "train", "--resume", checkpoint, "--epochs", 3, "--no-progress")
+    assert code == 0, err
+    epochs = {int(line.split(",")[0]) for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]}
+    assert epochs == set(range(6))  # 3 epochs × (head A pass + head B pass), earlier rows kept
+
     code, out, err = run_cli(capsys, "evaluate", checkpoint)
     assert code == 0, err
     assert "head B: pixel accuracy" in out and "48 images" in out

@@ -23,6 +23,7 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                                             "With no arguments: a small embedded demo that needs no download.")
     train.add_argument("--preset", default="demo", help=f"one of: {', '.join(SEGMENT_PRESETS)} (default: demo)")
     train.add_argument("--config", dest="config_file", help="YAML file of settings applied over the preset")
+    train.add_argument("--resume", metavar="CKPT", help="continue the run of this checkpoint (its settings, with any flags given applied)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(train, SegmentConfig)
     train.set_defaults(func=run_train)
@@ -56,11 +57,17 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from iic.segmentation.engine import format_scores, train
 
-    config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides_from_args(args, SegmentConfig))
+    overrides = overrides_from_args(args, SegmentConfig)
+    if args.resume:
+        from iic.segmentation.engine import load_module
+
+        config = config_from_dict(SegmentConfig, overrides, load_module(args.resume).config)
+    else:
+        config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
     validate_config(config)
     print(f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
           f"T={config.T}, {config.epochs} epochs")
-    result = train(config, progress=not args.no_progress)
+    result = train(config, progress=not args.no_progress, resume=args.resume)
     print(f"run directory: {result.run_dir}")
     if result.scores:
         print(format_scores(result.scores, result.module.class_names))

@@ -163,6 +163,9 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["history"] = self.history
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = list(checkpoint.get("history", []))
+
     # -- evaluation
     def update_tables(self, x: torch.Tensor, y: torch.Tensor) -> None:
         for head in self.head_names:
@@ -311,8 +314,9 @@ def make_run_dir(config: SegmentConfig) -> Path:
     return run_dir
 
 
-def train(config: SegmentConfig, progress: bool = True) -> TrainResult:
-    """Validate, read the data, then train in a new run directory; evaluate and draw at the end."""
+def train(config: SegmentConfig, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
+    """Validate, read the data, then train in a new run directory (or continue the run of the checkpoint
+    ``resume``); evaluate and draw at the end."""
     validate_config(config)
     train_source = build_source(config, "train")
     eval_source = build_source(config, "eval") if config.dataset != "folder" or config.label_dir else None
@@ -322,7 +326,13 @@ def train(config: SegmentConfig, progress: bool = True) -> TrainResult:
         raise IICError(f"T={config.T} is too large for {scaled[0]}×{scaled[1]} images with {config.crop_size}-pixel crops")
 
     L.seed_everything(config.seed, verbose=False)
-    run_dir = make_run_dir(config)
+    if resume is not None:
+        resume = Path(resume)
+        if not resume.is_file():
+            raise IICError(f"no such checkpoint: {resume}")
+        run_dir = resume.parent.parent
+    else:
+        run_dir = make_run_dir(config)
     save_config(config, run_dir / "config.yaml")
     class_names = eval_source.class_names if eval_source is not None else train_source.class_names
     module = SegmentationModule(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
@@ -343,7 +353,10 @@ def train(config: SegmentConfig, progress: bool = True) -> TrainResult:
         num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
         max_time=timedelta(minutes=config.max_minutes) if config.max_minutes > 0 else None,
     )
-    trainer.fit(module, train_loader, eval_loader)
+    earlier_metrics = read_metrics(run_dir / "metrics.csv") if resume is not None else []
+    trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
+    if earlier_metrics:  # CSVLogger starts metrics.csv afresh: put the earlier rows back in front
+        write_metrics(run_dir / "metrics.csv", earlier_metrics + read_metrics(run_dir / "metrics.csv"))
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
     # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -353,6 +366,26 @@ def train(config: SegmentConfig, progress: bool = True) -> TrainResult:
             sort_keys=False).encode())
     write_segmentation_figure(run_dir / "segmentation.png", module, eval_source or train_source, config)
     return TrainResult(run_dir, scores, module)
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
+    import csv
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def load_module(checkpoint_path: str | Path) -> SegmentationModule:
