@@ -50,7 +50,7 @@ class SegmentConfig:
     head_b_first: bool = True
     head_a_passes: int = 1
     head_b_passes: int = 1
-    epochs: int = 6  # each epoch is head_a_passes + head_b_passes passes over the data
+    epochs: int = 25  # each epoch is head_a_passes + head_b_passes passes over the data
     lr: float = 1e-3
     batch_size: int = 16
     max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
@@ -60,7 +60,7 @@ class SegmentConfig:
     devices: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
-    eval_every: int = 1  # evaluate every N passes over the data
+    eval_every: int = 10  # evaluate every N passes over the data
     eval_batch_size: int = 8
     out_dir: str = "runs"
     name: str | None = None
