@@ -23,14 +23,14 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                                             "With no arguments: a small embedded demo that needs no download.")
     train.add_argument("--preset", default="demo", help=f"one of: {', '.join(SEGMENT_PRESETS)} (default: demo)")
     train.add_argument("--config", dest="config_file", help="YAML file of settings applied over the preset")
-    train.add_argument("--resume", metavar="CKPT", help="continue the run of this checkpoint (its settings, with any flags given applied)")
+    train.add_argument("--resume", metavar="CKPT_OR_RUN", help="continue the run of this checkpoint or run directory (its settings, with any flags given applied)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(train, SegmentConfig)
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser("evaluate", help="pixel accuracy and mIoU of a trained network",
                                    description="Evaluate a checkpoint on its dataset, or on other data given by the data flags.")
-    evaluate.add_argument("checkpoint", help="a .ckpt file from a run's checkpoints/ folder")
+    evaluate.add_argument("checkpoint", help="a .ckpt file, or a run directory (its last checkpoint)")
     for name in DATA_FIELDS:
         flag = "--" + name.replace("_", "-")
         if name in ("class_names", "eval_splits"):
@@ -41,7 +41,7 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
     predict = commands.add_parser("predict", help="segment new images",
                                   description="Write <stem>_labels.png (palette PNG) and <stem>_overlay.png per image.")
-    predict.add_argument("checkpoint", help="a .ckpt file from a run's checkpoints/ folder")
+    predict.add_argument("checkpoint", help="a .ckpt file, or a run directory (its last checkpoint)")
     predict.add_argument("images", nargs="+", help="image files and/or folders of images")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--scale", type=float, default=None, help="rescale factor before the network (default: the model's)")

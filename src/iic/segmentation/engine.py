@@ -11,19 +11,19 @@ import io
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Timer
 from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict, save_config
 from iic.data.images import atomic_write_bytes, save_png
+from iic.engine import build_trainer, new_run_dir
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
@@ -51,7 +51,7 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
     elif config.dataset == "folder":
         if require_labels and not config.label_dir:
             raise IICError("evaluation needs label maps: pass --label-dir")
-        source = FolderSource(config.data_path, config.label_dir, config.ignore_index, num_classes=config.k_b)
+        source = FolderSource(config.data_path, config.label_dir, config.ignore_index)
     elif config.dataset == "npz":
         source = load_npz_source(config.data_path, splits, config.ignore_index, config.class_groups)
         if require_labels and source.labels is None:
@@ -93,6 +93,7 @@ class SegmentationModule(L.LightningModule):
         # Filled by evaluation, saved with checkpoints so that predictions can use class ids.
         self.register_buffer("cluster_to_class", torch.full((c.k_b,), -1, dtype=torch.long))
         self.register_buffer("best_subhead", torch.zeros((), dtype=torch.long))
+        self.register_buffer("latest_loss_b", torch.tensor(math.inf))
         num_classes = max(1, len(self.class_names))
         self.tables = torch.nn.ModuleDict({
             head: ContingencyTables(c.num_subheads, c.k_a if head == "A" else c.k_b, num_classes, ignore_index=IGNORE)
@@ -150,14 +151,16 @@ class SegmentationModule(L.LightningModule):
             self._subhead_losses.append(losses.detach())
         rate = x.shape[0] / max(time.perf_counter() - start, 1e-9)
         loss = losses.mean().detach()
-        self.log(f"train/loss_{head.lower()}", loss, on_step=True, on_epoch=True, prog_bar=False)
+        self.log(f"train/loss_{head}", loss, on_step=True, on_epoch=True, prog_bar=False)
         self.log("loss", loss, prog_bar=True, logger=False)
         self.log("img_per_s", rate, prog_bar=True, logger=False)
         self.history.append({"step": int(self.global_step), "head": head, "loss": float(loss), "loss_plain": float(plains.detach().mean())})
 
     def on_train_epoch_end(self):
         if self._subhead_losses:
-            self.best_subhead.fill_(int(torch.stack(self._subhead_losses).mean(0).argmin()))
+            mean_losses = torch.stack(self._subhead_losses).mean(0)
+            self.best_subhead.fill_(int(mean_losses.argmin()))  # the label-free choice of the reported sub-head
+            self.latest_loss_b.fill_(float(mean_losses.min()))
             self._subhead_losses.clear()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -195,10 +198,12 @@ class SegmentationModule(L.LightningModule):
                     mapping[cluster] = cls
                 self.cluster_to_class.copy_(mapping)
             if log:
-                self.log(f"val/pixel_acc_{head.lower()}", scores.pixel_acc)
-                self.log(f"val/miou_{head.lower()}", scores.miou)
-                if head == "B":
-                    self.log("val/pixel_acc", scores.pixel_acc, prog_bar=True)
+                self.log(f"val/pixel_acc_{head}", scores.pixel_acc, prog_bar=head == "B")
+                self.log(f"val/miou_{head}", scores.miou)
+        if log:
+            # As in clustering: the best checkpoint is chosen without labels, by head B's latest training loss.
+            loss = float(self.latest_loss_b)
+            self.log("val/loss", loss if math.isfinite(loss) else 1e9)
         return self.scores
 
     @torch.no_grad()
@@ -305,15 +310,6 @@ class TrainResult:
     module: SegmentationModule
 
 
-def make_run_dir(config: SegmentConfig) -> Path:
-    name = config.name or f"segment-{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(config.out_dir) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def train(config: SegmentConfig, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
     """Validate, read the data, then train in a new run directory (or continue the run of the checkpoint
     ``resume``); evaluate and draw at the end."""
@@ -327,12 +323,11 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
 
     L.seed_everything(config.seed, verbose=False)
     if resume is not None:
-        resume = Path(resume)
-        if not resume.is_file():
-            raise IICError(f"no such checkpoint: {resume}")
+        resume = checkpoint_file(resume)
         run_dir = resume.parent.parent
     else:
-        run_dir = make_run_dir(config)
+        run_dir = new_run_dir(config.out_dir, config.name, f"segment-{config.preset}")
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     class_names = eval_source.class_names if eval_source is not None else train_source.class_names
     module = SegmentationModule(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
@@ -343,25 +338,22 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     )
     eval_loader = evaluation_loader(config, eval_source) if eval_source is not None else None
     passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
-                                 monitor="val/pixel_acc" if eval_loader is not None else None, mode="max", save_top_k=1)
-    trainer = L.Trainer(
-        default_root_dir=run_dir, max_epochs=passes, accelerator=config.accelerator,
-        devices=int(config.devices) if str(config.devices).isdigit() else config.devices, precision=config.precision,
-        logger=CSVLogger(run_dir, name="", version=""), callbacks=[checkpoint],
-        check_val_every_n_epoch=max(1, config.eval_every), limit_val_batches=1.0 if eval_loader is not None else 0,
-        num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
-        max_time=timedelta(minutes=config.max_minutes) if config.max_minutes > 0 else None,
-    )
+    # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP).
+    trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
+                            reload_dataloaders=False, enable_progress_bar=progress)
+    if config.max_minutes > 0:
+        trainer.callbacks.append(Timer(duration=timedelta(minutes=config.max_minutes), interval="step"))
     earlier_metrics = read_metrics(run_dir / "metrics.csv") if resume is not None else []
     trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
-    if earlier_metrics:  # CSVLogger starts metrics.csv afresh: put the earlier rows back in front
+    if earlier_metrics and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh: put the earlier rows back
         write_metrics(run_dir / "metrics.csv", earlier_metrics + read_metrics(run_dir / "metrics.csv"))
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
     # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir, scores, module)
     if scores:
-        atomic_write_bytes(run_dir / "scores.yaml", yaml.safe_dump(
+        atomic_write_bytes(run_dir / "results.yaml", yaml.safe_dump(
             {f"head_{head}": {"pixel_acc": s.pixel_acc, "miou": s.miou, "iou": dict(zip(class_names, s.iou))} for head, s in scores.items()},
             sort_keys=False).encode())
     write_segmentation_figure(run_dir / "segmentation.png", module, eval_source or train_source, config)
@@ -388,10 +380,18 @@ def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
-def load_module(checkpoint_path: str | Path) -> SegmentationModule:
-    path = Path(checkpoint_path)
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, given itself or its run directory (then its last checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise IICError(f"no such checkpoint: {path}")
+    return path
+
+
+def load_module(checkpoint_path: str | Path) -> SegmentationModule:
+    path = checkpoint_file(checkpoint_path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         hyper = checkpoint["hyper_parameters"]

@@ -1,0 +1,5 @@
+import sys
+
+from iic.cli import main
+
+sys.exit(main())

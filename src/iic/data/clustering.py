@@ -1,0 +1,279 @@
+"""Image sets for clustering, held in memory as uint8 N × C × H × W tensors.
+
+Sources: scikit-learn's bundled digits (the embedded default), MNIST, CIFAR-10, CIFAR-100 with its 20
+superclasses and STL-10 through torchvision, ``.npz`` arrays, and folders of images.
+"""
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iic.config import ClusterConfig
+from iic.data.images import is_image_file, list_image_files, load_image
+from iic.errors import IICError
+
+DEFAULT_ROOT = Path.home() / ".cache" / "iic" / "datasets"
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 N × C × H × W
+    labels: torch.Tensor | None  # int64 N, or None when unlabelled
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else int(self.labels.max()) + 1 if self.labels is not None else 0
+
+
+@dataclass
+class ClusterData:
+    """What a run trains heads A and B on, and what it evaluates on."""
+
+    train_a: ImageSet
+    train_b: ImageSet
+    evaluation: ImageSet
+    channels: int
+
+
+def concat(*sets: ImageSet) -> ImageSet:
+    labels = None
+    if all(s.labels is not None for s in sets):
+        labels = torch.cat([s.labels for s in sets])
+    return ImageSet(torch.cat([s.images for s in sets]), labels, sets[0].class_names)
+
+
+def images_from_array(array: np.ndarray, source: str, channels_last: bool = True) -> torch.Tensor:
+    """An N × H × W or N × H × W × C (N × C × H × W if not channels_last) array as a uint8 tensor N × C × H × W."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array[..., None] if channels_last else array[:, None]
+    if array.ndim != 4:
+        raise IICError(f"{source}: expected images shaped N×H×W or N×H×W×C, got shape {array.shape}")
+    if channels_last:
+        array = array.transpose(0, 3, 1, 2)
+    if array.shape[1] not in (1, 3):
+        raise IICError(f"{source}: expected 1 or 3 channels, got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise IICError(f"{source}: contains no images")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number):
+            raise IICError(f"{source}: images must be numeric, got dtype {array.dtype}")
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise IICError(f"{source}: images contain NaN or infinite values")
+        if array.min() < 0 or array.max() > 255:
+            raise IICError(f"{source}: pixel values must lie in [0, 1] or [0, 255], got [{array.min():g}, {array.max():g}]")
+        if array.max() <= 1.0:
+            array = array * 255
+        array = np.rint(array).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def labels_from_array(array: np.ndarray, count: int, source: str) -> torch.Tensor:
+    array = np.asarray(array)
+    if array.shape != (count,):
+        raise IICError(f"{source}: expected {count} labels, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (array != np.round(array)).any():
+            raise IICError(f"{source}: labels must be whole numbers (got dtype {array.dtype}, or NaN/fractional values)")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    if images.shape[1] == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+def digits() -> tuple[ImageSet, ImageSet]:
+    """scikit-learn's 1797 bundled 8×8 digits (values 0–16); the first 1500 are 'train', the rest 'test'."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8))[:, None]
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    names = [str(i) for i in range(10)]
+    return ImageSet(images[:1500], labels[:1500], names), ImageSet(images[1500:], labels[1500:], names)
+
+
+def _root(config: ClusterConfig) -> Path:
+    return Path(config.data_path) if config.data_path else DEFAULT_ROOT
+
+
+def _torchvision(factory, config: ClusterConfig, **kwargs):
+    root = _root(config)
+    try:
+        return factory(root=str(root), download=config.download, **kwargs)
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+            raise IICError(f"{config.dataset} not found under {root}: pass --download to fetch it, or --data-path to its folder") from None
+        raise
+
+
+def mnist(config: ClusterConfig) -> tuple[ImageSet, ImageSet]:
+    from torchvision.datasets import MNIST
+
+    names = [str(i) for i in range(10)]
+    sets = [_torchvision(MNIST, config, train=train) for train in (True, False)]
+    return tuple(ImageSet(d.data[:, None].clone(), d.targets.long().clone(), names) for d in sets)  # type: ignore[return-value]
+
+
+def cifar10(config: ClusterConfig) -> tuple[ImageSet, ImageSet]:
+    from torchvision.datasets import CIFAR10
+
+    out = []
+    for train in (True, False):
+        d = _torchvision(CIFAR10, config, train=train)
+        out.append(ImageSet(images_from_array(d.data, "CIFAR-10"), torch.tensor(d.targets), list(d.classes)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def cifar100_20(config: ClusterConfig) -> tuple[ImageSet, ImageSet]:
+    """CIFAR-100 with its 20 coarse superclasses as labels (read from the dataset's own files)."""
+    from torchvision.datasets import CIFAR100
+
+    out = []
+    for train in (True, False):
+        d = _torchvision(CIFAR100, config, train=train)
+        with open(Path(d.root) / d.base_folder / ("train" if train else "test"), "rb") as f:
+            coarse = pickle.load(f, encoding="latin1")["coarse_labels"]
+        with open(Path(d.root) / d.base_folder / "meta", "rb") as f:
+            names = pickle.load(f, encoding="latin1")["coarse_label_names"]
+        out.append(ImageSet(images_from_array(d.data, "CIFAR-100"), torch.tensor(coarse, dtype=torch.long), names))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def stl10(config: ClusterConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """STL-10's train and test splits and its 100k unlabelled images."""
+    from torchvision.datasets import STL10
+
+    out = []
+    for split in ("train", "test", "unlabeled"):
+        d = _torchvision(STL10, config, split=split)
+        labels = None if split == "unlabeled" else torch.from_numpy(d.labels.astype(np.int64))
+        out.append(ImageSet(images_from_array(d.data, "STL-10", channels_last=False), labels, list(d.classes)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:
+    """``x_train``/``y_train`` (and optionally ``x_test``/``y_test``) arrays, like ../shared/datasets/mnist.npz."""
+    if not path.is_file():
+        raise IICError(f"no such file: {path}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        keys = set(arrays.files)
+    except (ValueError, OSError) as exc:
+        raise IICError(f"cannot read {path} as .npz arrays: {exc}") from None
+    if "x_train" not in keys:
+        raise IICError(f"{path} has no 'x_train' array (found: {', '.join(sorted(keys)) or 'none'})")
+    sets = []
+    for split in ("train", "test"):
+        if f"x_{split}" not in keys:
+            sets.append(None)
+            continue
+        images = images_from_array(arrays[f"x_{split}"], f"{path.name}:x_{split}")
+        labels = labels_from_array(arrays[f"y_{split}"], len(images), f"{path.name}:y_{split}") if f"y_{split}" in keys else None
+        sets.append(ImageSet(images, labels))
+    return sets[0], sets[1]
+
+
+def image_folder(path: Path, channels: int, size: int) -> ImageSet:
+    """A folder of class sub-folders (labels used only for evaluation), or a flat folder with no labels."""
+    if not path.exists():
+        raise IICError(f"no such directory: {path}")
+    if not path.is_dir():
+        raise IICError(f"not a directory: {path}")
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    flat_files = [p for p in path.iterdir() if p.is_file() and is_image_file(p)]
+    if class_dirs and not flat_files:
+        files, labels = [], []
+        for index, class_dir in enumerate(class_dirs):
+            class_files = list_image_files(class_dir)
+            files += class_files
+            labels += [index] * len(class_files)
+        names: list[str] | None = [d.name for d in class_dirs]
+        label_tensor: torch.Tensor | None = torch.tensor(labels)
+    else:
+        files, names, label_tensor = list_image_files(path), None, None
+    images = np.stack([load_image(f, channels, (size, size)) for f in files])
+    return ImageSet(images_from_array(images, str(path)), label_tensor, names)
+
+
+# --- assembling a run's data -----------------------------------------------------------------------
+
+def load_cluster_data(config: ClusterConfig) -> ClusterData:
+    """The sets heads A and B train on and the set evaluated, per the dataset and protocol."""
+    if config.protocol not in ("iic", "split"):
+        raise IICError(f"unknown protocol {config.protocol!r}: use 'iic' (train+test) or 'split'")
+    extra_a: ImageSet | None = None
+    channels = config.channels
+    name = config.dataset
+    if name == "digits":
+        train, test = digits()
+        channels = 1
+    elif name == "mnist":
+        if config.data_path and Path(config.data_path).suffix == ".npz":
+            train, test = npz_arrays(Path(config.data_path))
+        else:
+            train, test = mnist(config)
+        channels = 1
+    elif name == "cifar10":
+        train, test = cifar10(config)
+        channels = 3
+    elif name == "cifar100-20":
+        train, test = cifar100_20(config)
+        channels = 3
+    elif name == "stl10":
+        train, test, extra_a = stl10(config)
+        channels = 3
+    elif name == "npz":
+        if not config.data_path:
+            raise IICError("dataset 'npz' needs --data-path FILE.npz")
+        train, test = npz_arrays(Path(config.data_path))
+    elif name == "folder":
+        if not config.data_path:
+            raise IICError("dataset 'folder' needs --data-path DIR")
+        train, test = image_folder(Path(config.data_path), config.channels, config.image_size), None
+    else:
+        raise IICError(f"unknown dataset {name!r}: use digits, mnist, cifar10, cifar100-20, stl10, npz or folder")
+
+    def prepare(s: ImageSet | None) -> ImageSet | None:
+        if s is None:
+            return None
+        return ImageSet(resize_images(match_channels(s.images, channels), config.image_size), s.labels, s.class_names)
+
+    train, test, extra_a = prepare(train), prepare(test), prepare(extra_a)
+    if config.protocol == "split":
+        if test is None:
+            raise IICError(f"protocol 'split' needs a test split, and {name} has none: use --protocol iic")
+        train_b, evaluation = train, test
+    else:
+        train_b = concat(train, test) if test is not None else train
+        evaluation = train_b
+    train_a = concat(train_b, extra_a) if extra_a is not None else train_b
+    for k, head in ((config.k_b, "k_b"), (config.k_a, "k_a")):
+        if k > len(train_b):
+            raise IICError(f"{head}={k} is larger than the number of training images ({len(train_b)})")
+    if config.k_b < 1:
+        raise IICError(f"k_b must be at least 1, got {config.k_b}")
+    return ClusterData(train_a, train_b, evaluation, channels)

@@ -1,0 +1,314 @@
+"""Training engine: a LightningModule for IIC clustering and the Trainer/run-directory plumbing."""
+
+import math
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
+from iic.data.clustering import ClusterData, ImageSet
+from iic.data.images import atomic_write_bytes
+from iic.errors import IICError
+from iic.heads import IICNet
+from iic.losses import iic_loss
+from iic.metrics import ContingencyTables, cluster_scores
+from iic.views import ClusterViews
+
+
+def head_schedule(config: ClusterConfig) -> list[str]:
+    """Which head each pass over the data trains, repeating every epoch (e.g. A, B, B)."""
+    a = ["A"] * config.head_a_passes if config.k_a > 0 else []
+    b = ["B"] * max(config.head_b_passes, 1)
+    return b + a if config.head_b_first else a + b
+
+
+class ClusterModule(L.LightningModule):
+    """IIC for image clustering: heads trained in alternation, each with its own Adam over trunk + head."""
+
+    def __init__(self, config: dict[str, Any], channels: int, num_classes: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = config_from_dict(ClusterConfig, config)
+        self.channels, self.num_classes = channels, num_classes
+        self.net = IICNet(self.config, channels)
+        self.views = ClusterViews(self.config, channels)
+        self.schedule = head_schedule(self.config)
+        self.head_names = list(self.net.heads)
+        self.automatic_optimization = False
+        S = self.config.num_subheads
+        # Mean loss of each sub-head over its head's latest pass: the label-free choice of the reported sub-head.
+        for head in self.head_names:
+            self.register_buffer(f"subhead_loss_{head}", torch.full((S,), math.inf))
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_counts: dict[str, int] = {}
+        # Evaluation tables; with no labels, one pseudo-class so that they count cluster sizes.
+        classes = max(num_classes, 1)
+        self.tables = torch.nn.ModuleDict(
+            {h: ContingencyTables(S, self.net.heads[h].num_clusters, classes) for h in self.head_names}
+        )
+        self.last_results: dict[str, Any] = {}
+        self._step_clock: float | None = None
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def current_head(self) -> str:
+        return self.schedule[self.current_epoch % len(self.schedule)]
+
+    def subhead_losses(self, head: str) -> torch.Tensor:
+        return getattr(self, f"subhead_loss_{head}")
+
+    def configure_optimizers(self):
+        trunk = list(self.net.trunk.parameters()) + list(self.net.input_layer.parameters())
+        return [torch.optim.Adam(trunk + list(self.net.heads[h].parameters()), lr=self.config.lr) for h in self.head_names]
+
+    def pair_losses(self, images: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sub-head (loss, loss_plain) for a batch of uint8 images; x and g(x) are separate forward passes."""
+        x, gx = self.views(images)
+        p, p_tf = self.net(x, head), self.net(gx, head)
+        lamb = self.config.lamb_a if head == "A" else self.config.lamb_b
+        pairs = [iic_loss(p[s], p_tf[s], lamb) for s in range(p.shape[0])]
+        return torch.stack([l for l, _ in pairs]), torch.stack([lp for _, lp in pairs])
+
+    def training_step(self, batch, batch_idx):
+        (images,) = batch
+        head = self.current_head()
+        losses, plain = self.pair_losses(images, head)
+        loss = losses.mean()
+        optimizer = self.optimizers()[self.head_names.index(head)] if len(self.head_names) > 1 else self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+
+        detached = losses.detach()
+        self._loss_sums[head] = self._loss_sums.get(head, torch.zeros_like(detached)) + detached
+        self._loss_counts[head] = self._loss_counts.get(head, 0) + 1
+        now = time.perf_counter()
+        if self._step_clock is not None:
+            pairs = len(images) * self.config.repeats * self.trainer.world_size
+            self.log("pairs_per_s", pairs / max(now - self._step_clock, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
+        self._step_clock = now
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log(f"train/loss_{head}", loss.detach(), on_step=False, on_epoch=True)
+        self.log(f"train/mi_{head}", -plain.detach().mean(), on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sums.clear()
+        self._loss_counts.clear()
+        self._step_clock = None
+
+    def on_train_epoch_end(self) -> None:
+        for head, total in self._loss_sums.items():
+            self.subhead_losses(head).copy_(total / self._loss_counts[head])
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        for table in self.tables.values():
+            table.reset()
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        probs = self.net.forward_all(self.views.eval_view(images))
+        if self.num_classes == 0:
+            labels = torch.zeros_like(labels)
+        for head, p in probs.items():
+            self.tables[head].update(p.argmax(dim=2), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        results: dict[str, Any] = {"epoch": self.current_epoch}
+        for head in self.head_names:
+            tables = self.tables[head].compute().cpu().numpy()
+            losses = self.subhead_losses(head).cpu().numpy()
+            reported = int(np.argmin(losses)) if np.isfinite(losses).any() else 0
+            head_results: dict[str, Any] = {
+                "k": int(tables.shape[1]),
+                "reported_subhead": reported,
+                "subhead_losses": [float(v) for v in losses],
+                "cluster_sizes": [int(v) for v in tables[reported].sum(axis=1)],
+            }
+            if self.num_classes > 0:
+                scores = [cluster_scores(t) for t in tables]
+                best = int(np.argmax([s.acc for s in scores]))
+                head_results.update(
+                    mapping="hungarian" if tables.shape[1] <= tables.shape[2] else "many-to-one",
+                    subheads=[s.as_dict() for s in scores],
+                    reported=scores[reported].as_dict(),
+                    best_by_labels_subhead=best,
+                    best_by_labels=scores[best].as_dict(),
+                )
+                for metric, value in scores[reported].as_dict().items():
+                    self.log(f"val/{metric}_{head}", value, rank_zero_only=True)
+                self.log(f"val/best_label_acc_{head}", scores[best].acc, rank_zero_only=True)
+            results[head] = head_results
+        reported_loss = float(np.min(self.subhead_loss_B.cpu().numpy()))
+        self.log("val/loss", reported_loss if math.isfinite(reported_loss) else 1e9, sync_dist=False)
+        self.last_results = results
+
+
+# --- data loaders ---------------------------------------------------------------------------------
+
+class ClusterDataModule(L.LightningDataModule):
+    """Training batches of uint8 images for whichever head the current pass trains; the evaluation set."""
+
+    def __init__(self, config: ClusterConfig, data: ClusterData):
+        super().__init__()
+        self.config, self.data = config, data
+        self.module: ClusterModule | None = None
+
+    def _train_set(self) -> ImageSet:
+        head = self.module.current_head() if self.module is not None else "B"
+        return self.data.train_a if head == "A" else self.data.train_b
+
+    def train_dataloader(self) -> DataLoader:
+        images = self._train_set().images
+        batch = min(self.config.batch_size, len(images))
+        return DataLoader(TensorDataset(images), batch_size=batch, shuffle=True, drop_last=True,
+                          num_workers=self.config.num_workers, persistent_workers=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return evaluation_loader(self.data.evaluation, self.config.num_workers)
+
+
+def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 512) -> DataLoader:
+    labels = images.labels if images.labels is not None else torch.full((len(images),), -1, dtype=torch.long)
+    return DataLoader(TensorDataset(images.images, labels), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+# --- trainer and run directory ----------------------------------------------------------------------
+
+def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out_dir) / (name or f"{preset}-{stamp}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
+    return run_dir
+
+
+def parse_devices(devices: str) -> int | list[int] | str:
+    devices = str(devices).strip()
+    if devices == "auto":
+        return "auto"
+    try:
+        if "," in devices:
+            return [int(d) for d in devices.split(",") if d]
+        count = int(devices)
+    except ValueError:
+        raise IICError(f"--devices must be 'auto', a count or a comma-separated list of ids, got {devices!r}") from None
+    if count < 1:
+        raise IICError(f"--devices must be at least 1, got {count}")
+    return count
+
+
+def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_val_every_n_epoch: int,
+                  reload_dataloaders: bool, enable_progress_bar: bool = True) -> L.Trainer:
+    """A Trainer with the project's run layout: CSV (and TensorBoard) logs, last and best checkpoints."""
+    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+    except ImportError:
+        pass
+    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss",
+                                  mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    devices = parse_devices(config.devices)
+    multi = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    if config.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
+        raise IICError(f"unknown precision {config.precision!r}: use 32-true, bf16-mixed or 16-mixed")
+    try:
+        return L.Trainer(
+            accelerator=config.accelerator, devices=devices, precision=config.precision,
+            strategy="ddp" if multi else "auto", sync_batchnorm=multi,
+            max_epochs=max_epochs, logger=loggers, callbacks=[checkpoints],
+            check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
+            reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
+            enable_progress_bar=enable_progress_bar, log_every_n_steps=1, enable_model_summary=False,
+            default_root_dir=str(run_dir),
+        )
+    except (ValueError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError
+        raise IICError(f"cannot set up training: {str(exc).splitlines()[0]}") from None
+
+
+def write_yaml(path: Path, values: dict[str, Any]) -> None:
+    atomic_write_bytes(path, yaml.safe_dump(values, sort_keys=False).encode())
+
+
+def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = False,
+        enable_progress_bar: bool = True) -> tuple[ClusterModule, dict[str, Any]]:
+    """Train per ``config`` in ``run_dir``, evaluate the final model, and return it with its results."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    module = ClusterModule(config_to_dict(config), data.channels, data.evaluation.num_classes)
+    datamodule = ClusterDataModule(config, data)
+    datamodule.module = module
+    passes = len(module.schedule)
+    trainer = build_trainer(config, run_dir, max_epochs=config.epochs * passes,
+                            check_val_every_n_epoch=max(config.eval_every, 1),
+                            reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
+    ckpt_path = None
+    if resume:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise IICError(f"cannot resume: no checkpoint at {last}")
+        ckpt_path = str(last)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
+    results = module.last_results
+    if trainer.is_global_zero:
+        write_yaml(run_dir / "results.yaml", results)
+    return module, results
+
+
+def load_module(path: str | os.PathLike) -> tuple[ClusterModule, Path]:
+    """A trained module from a checkpoint file or a run directory (its last checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise IICError(f"no such checkpoint: {path}")
+    try:
+        module = ClusterModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+    except IICError:
+        raise
+    except Exception as exc:  # torch/pickle/Lightning raise many types for a foreign or damaged file
+        raise IICError(f"{path} is not an iic clustering checkpoint, or does not match the model its config describes "
+                       f"({exc.__class__.__name__})") from None
+    module.eval()
+    return module, path
+
+
+@torch.no_grad()
+def predict_probs(module: ClusterModule, images: torch.Tensor, head: str = "B", batch_size: int = 512) -> torch.Tensor:
+    """Cluster probabilities (n × k) of the head's reported (lowest-loss) sub-head for uint8 images."""
+    module.eval()
+    losses = module.subhead_losses(head)
+    subhead = int(torch.argmin(losses)) if torch.isfinite(losses).any() else 0
+    device = next(module.parameters()).device
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = module.views.eval_view(images[start:start + batch_size].to(device))
+        chunks.append(module.net(x, head)[subhead].cpu())
+    return torch.cat(chunks)
+
+
+def evaluate(module: ClusterModule, evaluation: ImageSet, config: ClusterConfig) -> dict[str, Any]:
+    """Scores of every sub-head of every head on ``evaluation`` (one process, no logging)."""
+    if evaluation.labels is not None and evaluation.num_classes != module.num_classes and module.num_classes > 0:
+        module.num_classes = evaluation.num_classes
+    trainer = L.Trainer(accelerator=config.accelerator, devices=1, precision=config.precision, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, dataloaders=evaluation_loader(evaluation, config.num_workers), verbose=False)
+    return module.last_results

@@ -1,0 +1,99 @@
+"""The transformations g: batched, on the model's device, reproducible under a seed (kornia)."""
+
+from contextlib import nullcontext
+
+import kornia.augmentation as K
+import torch
+from kornia.color import rgb_to_grayscale
+from kornia.filters import spatial_gradient
+from torch import nn
+
+from iic.config import ClusterConfig
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N × C × H × W) to floats in [0, 1]."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def sobel(images: torch.Tensor, include_rgb: bool = False) -> torch.Tensor:
+    """Two channels of greyscale Sobel gradients (x, y), optionally followed by the original channels."""
+    grey = rgb_to_grayscale(images) if images.shape[1] == 3 else images
+    gradients = spatial_gradient(grey, mode="sobel", normalized=True).flatten(1, 2)  # N × 2 × H × W
+    return torch.cat([gradients, images], dim=1) if include_rgb else gradients
+
+
+class Sobel(nn.Module):
+    """Sobel input as the network's first layer, so that training, evaluation and prediction share it."""
+
+    def __init__(self, include_rgb: bool = False):
+        super().__init__()
+        self.include_rgb = include_rgb
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return sobel(images, self.include_rgb)
+
+
+def input_channels(channels: int, use_sobel: bool, include_rgb: bool) -> int:
+    return (2 + (channels if include_rgb else 0)) if use_sobel else channels
+
+
+def _seeded(seed: int | None):
+    if seed is None:
+        return nullcontext()
+    context = torch.random.fork_rng(devices=[])
+    torch.manual_seed(seed)
+    return context
+
+
+class ClusterViews(nn.Module):
+    """x = crop and resize of an image; g(x) = an independent crop and resize, flip, rotation, colour jitter.
+
+    ``forward`` repeats each image r times, each copy with its own g, and returns ``(x, gx)``.
+    """
+
+    def __init__(self, config: ClusterConfig, channels: int):
+        super().__init__()
+        size = (config.input_size, config.input_size)
+        crop = (config.crop_size, config.crop_size)
+        if config.crop_size > config.image_size or config.eval_crop_size > config.image_size:
+            raise ValueError("crop sizes must not exceed image_size")
+        x_crop = K.RandomCrop(crop) if config.random_crop_x else K.CenterCrop(crop)
+        self.x_view = K.AugmentationSequential(x_crop, K.Resize(size, antialias=True))
+        lo, hi = config.tf_crop_sizes
+        area = config.image_size**2
+        tf_ops: list[nn.Module] = [
+            K.RandomResizedCrop(size, scale=(lo**2 / area, min(hi**2 / area, 1.0)), ratio=(1.0, 1.0), cropping_mode="resample")
+        ]
+        if config.flip:
+            tf_ops.append(K.RandomHorizontalFlip())
+        if config.rotation > 0:
+            tf_ops.append(K.RandomRotation(config.rotation, p=1.0))
+        brightness, contrast, saturation, hue = config.jitter
+        if channels == 1:
+            saturation = hue = 0.0  # colour terms are undefined for greyscale
+        if any(v > 0 for v in (brightness, contrast, saturation, hue)):
+            tf_ops.append(K.ColorJitter(brightness, contrast, saturation, hue, p=1.0))
+        self.tf_view = K.AugmentationSequential(*tf_ops)
+        self.eval_view = EvalView(config)
+        self.repeats = config.repeats
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with _seeded(seed):
+            images = to_float(images).repeat(self.repeats, 1, 1, 1)
+            return self.x_view(images), self.tf_view(images)
+
+
+class EvalView(nn.Module):
+    """Centre crop and resize to the network's input size."""
+
+    def __init__(self, config: ClusterConfig):
+        super().__init__()
+        size = (config.input_size, config.input_size)
+        crop = (config.eval_crop_size, config.eval_crop_size)
+        self.view = nn.Sequential(K.CenterCrop(crop), K.Resize(size, antialias=True))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.view(to_float(images))
