@@ -18,7 +18,7 @@ def test_demo_training_separates_regions_by_texture(tmp_path):
     # Three balanced texture classes (largest 36 % of pixels): chance after matching is about 36 %.
     assert result.scores["B"].pixel_acc > 0.55, result.scores["B"]
     run_dir = tmp_path / "demo"
-    for name in ("config.yaml", "metrics.csv", "scores.yaml", "segmentation.png", "checkpoints/last.ckpt"):
+    for name in ("config.yaml", "metrics.csv", "results.yaml", "segmentation.png", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["epochs"] == 25
     with Image.open(run_dir / "segmentation.png") as picture:

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    if not (SHARED / "mnist.npz").is_file():
+        pytest.fail(f"the shared datasets are expected at {SHARED} (see README)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def three_digit_npz(tmp_path_factory) -> Path:
+    """scikit-learn digits 0, 1 and 7 at 16×16 as an .npz with x_train/y_train/x_test/y_test."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.isin(digits.target, [0, 1, 7])
+    images = np.rint(digits.images[keep] * 255 / 16).astype(np.uint8)
+    labels = np.searchsorted([0, 1, 7], digits.target[keep])
+    path = tmp_path_factory.mktemp("npz") / "three_digits.npz"
+    np.savez(path, x_train=images[:400], y_train=labels[:400], x_test=images[400:], y_test=labels[400:])
+    return path

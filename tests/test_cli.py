@@ -1,0 +1,120 @@
+"""The command-line round trip train → evaluate → predict, a run that must learn, and bad input."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from iic.cli import main
+
+TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--epochs", "6", "--batch-size", "100", "--repeats", "3",
+        "--lr", "0.004", "--no-progress", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, three_digit_npz):
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["train", "--dataset", "npz", "--data-path", str(three_digit_npz), "--out-dir", str(out),
+                 "--name", "tiny", *TINY])
+    assert code == 0
+    return out / "tiny"
+
+
+def test_training_run_writes_its_directory(trained_run):
+    for name in ("config.yaml", "metrics.csv", "results.yaml", "clusters.png", "curves.png",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (trained_run / name).is_file(), name
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["k_b"] == 3 and config["dataset"] == "npz"
+
+
+def test_tiny_training_run_learns(trained_run):
+    results = yaml.safe_load((trained_run / "results.yaml").read_text())
+    # Three digit classes: chance is about 1/3; a learning run separates them.
+    assert results["B"]["reported"]["acc"] > 0.8
+    assert results["A"]["mapping"] == "many-to-one"
+    assert np.isfinite(results["B"]["subhead_losses"]).all()
+
+
+def test_evaluate_round_trip(trained_run, capsys):
+    assert main(["evaluate", str(trained_run), "--out", str(trained_run / "eval.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert "ACC" in printed and "NMI" in printed and "ARI" in printed
+    train_results = yaml.safe_load((trained_run / "results.yaml").read_text())
+    eval_results = yaml.safe_load((trained_run / "eval.yaml").read_text())
+    assert eval_results["B"]["reported"]["acc"] == pytest.approx(train_results["B"]["reported"]["acc"])
+
+
+def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
+    arrays = np.load(three_digit_npz)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(arrays["x_test"][i]).resize((32, 32)).convert("RGB").save(folder / f"{i}.png")
+    out = tmp_path / "clusters.csv"
+    assert main(["predict", str(trained_run / "checkpoints" / "last.ckpt"), str(folder), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"].rsplit("/", 1)[1] for r in rows] == [f"{i}.png" for i in range(6)]
+    assert all(0 <= int(r["cluster"]) < 3 and 0 < float(r["probability"]) <= 1 for r in rows)
+    # Same digit class → same cluster, for the test images' labels
+    labels = arrays["y_test"][:6]
+    clusters = [int(r["cluster"]) for r in rows]
+    agree = sum((labels[i] == labels[j]) == (clusters[i] == clusters[j]) for i in range(6) for j in range(i))
+    assert agree >= 12  # of 15 pairs
+
+
+def test_resume_continues_from_last_checkpoint(trained_run, capsys):
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    config["epochs"] += 1
+    (trained_run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--resume", str(trained_run), "--no-progress"]) == 0
+    state = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == (config["epochs"] * 3) - 1
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "iic", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("iic: error:") and fragment in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--dataset", "folder", "--data-path", "/no/such/dir"], "no such directory"),
+        (["train", "--k-b", "5000"], "larger than the number of training images"),
+        (["train", "--preset", "imagenet"], "unknown preset"),
+        (["train", "--epochs", "zero"], "expected int"),
+        (["train", "--crop-size", "99"], "crop_size"),
+        (["evaluate", "/no/such/run"], "no such checkpoint"),
+        (["predict", "/no/such.ckpt", "."], "no such checkpoint"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):
+    result = run_cli(*args, "--out-dir", str(tmp_path)) if args[0] == "train" else run_cli(*args)
+    assert_one_line_error(result, fragment)
+    assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+def test_bad_images_and_checkpoints(tmp_path, trained_run):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG garbage")
+    assert_one_line_error(run_cli("predict", str(trained_run), str(tmp_path / "corrupt.png"), "--out",
+                                  str(tmp_path / "o.csv")), "corrupt")
+    assert not (tmp_path / "o.csv").exists()
+    not_a_ckpt = tmp_path / "random.ckpt"
+    torch.save({"weights": torch.zeros(3)}, not_a_ckpt)
+    assert_one_line_error(run_cli("evaluate", str(not_a_ckpt)), "not an iic clustering checkpoint")
+    other = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    other["hyper_parameters"]["config"]["widths"] = [8, 8, 8, 8]  # a checkpoint of a different model
+    torch.save(other, tmp_path / "other.ckpt")
+    assert_one_line_error(run_cli("evaluate", str(tmp_path / "other.ckpt")), "does not match")

@@ -1,0 +1,59 @@
+import torch
+
+from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
+from iic.heads import IICNet
+from iic.views import ClusterViews, EvalView, sobel
+
+
+def uint8_images(n, c, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, size, size), generator=g, dtype=torch.uint8)
+
+
+def test_views_shapes_and_repeats():
+    config = config_from_dict(ClusterConfig, CLUSTER_PRESETS["cifar10"])
+    x, gx = ClusterViews(config, 3)(uint8_images(5, 3, 32))
+    assert x.shape == gx.shape == (5 * config.repeats, 3, 32, 32)
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+
+
+def test_each_repeat_gets_its_own_transformation():
+    config = ClusterConfig(repeats=3)
+    images = uint8_images(1, 1, 16).expand(4, -1, -1, -1).contiguous()
+    _, gx = ClusterViews(config, 1)(images, seed=0)
+    copies = gx.view(3, 4, 1, 16, 16)
+    assert not torch.allclose(copies[0], copies[1])
+    assert not torch.allclose(gx[0], gx[1])
+
+
+def test_views_reproducible_under_a_seed():
+    views = ClusterViews(config_from_dict(ClusterConfig, CLUSTER_PRESETS["mnist"]), 1)
+    images = uint8_images(6, 1, 28)
+    a, b, c = views(images, seed=3), views(images, seed=3), views(images, seed=4)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+
+
+def test_eval_view_is_deterministic_centre_crop():
+    config = ClusterConfig(image_size=16, input_size=16, eval_crop_size=16)
+    images = uint8_images(3, 1, 16)
+    out = EvalView(config)(images)
+    torch.testing.assert_close(out, images.float() / 255)
+
+
+def test_sobel_channels_and_response():
+    flat = torch.full((2, 3, 16, 16), 0.5)
+    assert sobel(flat).shape == (2, 2, 16, 16)
+    assert sobel(flat, include_rgb=True).shape == (2, 5, 16, 16)
+    assert sobel(flat)[..., 2:-2, 2:-2].abs().max() == 0
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 3, 16, 16)
+    gx, gy = sobel(ramp)[0, :, 8, 8]
+    assert gx > 0 and gy.abs() < 1e-6
+
+
+def test_network_outputs_probabilities_per_subhead():
+    config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS["cifar10"], "backbone": "clusternet6c"})
+    net = IICNet(config, 3)
+    p = net(torch.rand(4, 3, 32, 32), "A")
+    assert p.shape == (config.num_subheads, 4, config.k_a)
+    torch.testing.assert_close(p.sum(-1), torch.ones(config.num_subheads, 4))
