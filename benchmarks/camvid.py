@@ -74,12 +74,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes-3", type=float, default=10.0, help="IIC training budget for CamVid-3")
     parser.add_argument("--minutes-11", type=float, default=10.0, help="IIC training budget for CamVid-11")
+    parser.add_argument("--settings", nargs="+", choices=("camvid3", "camvid"), default=("camvid3", "camvid"))
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "bench-camvid"))
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for preset, minutes, label in (("camvid3", args.minutes_3, "CamVid-3"), ("camvid", args.minutes_11, "CamVid-11")):
+        if preset not in args.settings:
+            continue
         config = config_from_dict(SegmentConfig, {**SEGMENT_PRESETS[preset], "preset": preset, "data_path": str(NPZ),
                                                   "max_minutes": minutes, "epochs": 10_000, "eval_every": 10_000,
                                                   "out_dir": args.out_dir, "name": f"{preset}-{stamp}"})
