@@ -6,7 +6,7 @@ import yaml
 from PIL import Image
 
 from iic.config import config_from_dict
-from iic.segmentation.cli import main
+from iic.cli import main
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 from iic.segmentation.engine import train
 

@@ -123,26 +123,3 @@ def run_predict(args: argparse.Namespace) -> int:
     written = predict_images(module, paths, out_dir, scale)
     print(f"wrote {len(written)} files for {len(paths)} images to {out_dir}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m iic.segmentation.cli``), same error handling as ``iic``."""
-    import sys
-
-    parser = argparse.ArgumentParser(prog="iic")
-    subparsers = parser.add_subparsers(dest="command")
-    add_segment_parser(subparsers)
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except IICError as error:
-        print(f"iic: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
