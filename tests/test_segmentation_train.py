@@ -94,3 +94,21 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, case):
     assert len(lines) == 1 and lines[0].startswith("iic: error:") and expected in lines[0], err
     assert "Traceback" not in err
     assert not out_dir.exists()
+
+
+def test_potsdam3_preset_trains_on_rgb_ir_tiles(tmp_path, capsys):
+    from test_segmentation_data import write_potsdam
+
+    root = tmp_path / "POTSDAM"
+    write_potsdam(root, labelled=("t0", "t1", "t2"), unlabelled=("u0",), size=24)
+    code, out, err = run_cli(capsys, "train", "--preset", "potsdam3", "--data-path", root, "--crop-size", 16,
+                             "--eval-crop-size", 24, "--T", 2, "--widths", 4, 4, 4, 4, 4, 4, "--epochs", 1,
+                             "--batch-size", 2, "--out-dir", tmp_path / "runs", "--name", "p3", "--no-progress")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "p3"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["k_a"] == 24 and config["k_b"] == 3 and config["lamb_b"] == 1.5 and config["jitter"] == [0.1] * 4
+    results = yaml.safe_load((run_dir / "results.yaml").read_text())
+    assert set(results["head_B"]["iou"]) == {"roads and cars", "buildings and clutter", "vegetation and trees"}
+    assert "paper (Table 4): pixel accuracy 65.1%" in out
+    assert (run_dir / "segmentation.png").is_file()
