@@ -53,10 +53,11 @@ class ClusterConfig:
     lamb_a: float = 1.0
     lamb_b: float = 1.0
     # optimisation
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 12  # each epoch is head_a_passes + head_b_passes passes over the data
+    lr: float = 4e-3
+    batch_size: int = 128
+    epochs: int = 16  # each epoch is head_a_passes + head_b_passes passes over the data
     seed: int = 0
+    max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
     # engine
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids

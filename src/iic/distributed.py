@@ -17,6 +17,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
+    import warnings
+
     from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(tensor, op=dist.ReduceOp.SUM)
+    with warnings.catch_warnings():  # deprecated in favour of functional collectives, which have no autograd on all backends
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -33,7 +33,7 @@ def head_schedule(config: ClusterConfig) -> list[str]:
 
 
 class ClusterModule(L.LightningModule):
-    """IIC for image clustering: heads trained in alternation, each with its own Adam over trunk + head."""
+    """IIC for image clustering: heads trained in alternation by one Adam (a head's pass leaves the other head untouched)."""
 
     def __init__(self, config: dict[str, Any], channels: int, num_classes: int = 0):
         super().__init__()
@@ -58,6 +58,7 @@ class ClusterModule(L.LightningModule):
         )
         self.last_results: dict[str, Any] = {}
         self._step_clock: float | None = None
+        self._fit_started: float | None = None
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -68,8 +69,9 @@ class ClusterModule(L.LightningModule):
         return getattr(self, f"subhead_loss_{head}")
 
     def configure_optimizers(self):
-        trunk = list(self.net.trunk.parameters()) + list(self.net.input_layer.parameters())
-        return [torch.optim.Adam(trunk + list(self.net.heads[h].parameters()), lr=self.config.lr) for h in self.head_names]
+        # One optimizer, not one per head as in the official code: on the digits it reaches a higher accuracy
+        # in the same number of steps. Parameters without a gradient in a step (the other head) are skipped.
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
 
     def pair_losses(self, images: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sub-head (loss, loss_plain) for a batch of uint8 images; x and g(x) are separate forward passes."""
@@ -84,8 +86,8 @@ class ClusterModule(L.LightningModule):
         head = self.current_head()
         losses, plain = self.pair_losses(images, head)
         loss = losses.mean()
-        optimizer = self.optimizers()[self.head_names.index(head)] if len(self.head_names) > 1 else self.optimizers()
-        optimizer.zero_grad()
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
 
@@ -153,7 +155,13 @@ class ClusterModule(L.LightningModule):
             results[head] = head_results
         reported_loss = float(np.min(self.subhead_loss_B.cpu().numpy()))
         self.log("val/loss", reported_loss if math.isfinite(reported_loss) else 1e9, sync_dist=False)
+        if self._fit_started is not None:
+            results["elapsed_s"] = time.perf_counter() - self._fit_started
+            self.log("val/elapsed_s", results["elapsed_s"], rank_zero_only=True)
         self.last_results = results
+
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
 
 
 # --- data loaders ---------------------------------------------------------------------------------
@@ -234,7 +242,8 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
             max_epochs=max_epochs, logger=loggers, callbacks=[checkpoints],
             check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
-            enable_progress_bar=enable_progress_bar, log_every_n_steps=1, enable_model_summary=False,
+            enable_progress_bar=enable_progress_bar, log_every_n_steps=10,
+            max_time={"minutes": config.max_minutes} if config.max_minutes > 0 else None, enable_model_summary=False,
             default_root_dir=str(run_dir),
         )
     except (ValueError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError

@@ -1,0 +1,136 @@
+"""Training pairs/s of iic's pipeline against a re-creation of the official one, same network and batch.
+
+Official (xu-ji/IIC, MNIST script): PIL images, per-image torchvision transforms in a DataLoader — one
+DataLoader for x and r for g(x) — collated, then separate forward passes for x and g(x).
+Ours: uint8 tensors in memory, batched views on the model's device (kornia), separate forward passes.
+Both run the same ClusterNet6c + heads, the same IIC loss and Adam step, in this one process.
+
+    .venv/bin/python benchmarks/throughput.py [--preset mnist] [--steps 20] [--device cpu]
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
+from iic.heads import IICNet
+from iic.losses import iic_loss
+from iic.views import ClusterViews
+
+
+class OfficialStylePairs(Dataset):
+    """Per image: x = crop + resize; r copies of g(x) = random crop + resize + rotation + jitter (PIL)."""
+
+    def __init__(self, images: np.ndarray, config: ClusterConfig):
+        self.images = [Image.fromarray(im) for im in images]
+        size = config.input_size
+        self.tf_x = T.Compose([T.RandomCrop(config.crop_size), T.Resize(size), T.ToTensor()])
+        b, c, _, _ = config.jitter
+        self.tf_g = T.Compose([
+            T.RandomChoice([T.RandomCrop(s) for s in range(config.tf_crop_sizes[0], config.tf_crop_sizes[1] + 1, 4)]),
+            T.Resize(size), T.RandomRotation(config.rotation), T.ColorJitter(b, c), T.ToTensor(),
+        ])
+        self.repeats = config.repeats
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = self.images[i]
+        return torch.cat([self.tf_x(image)] * self.repeats), torch.cat([self.tf_g(image) for _ in range(self.repeats)])
+
+
+def train_step(net, optimizer, x, gx):
+    p, p_tf = net(x, "B"), net(gx, "B")
+    loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(step, steps: int, pairs_per_step: int, device) -> float:
+    step()  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * pairs_per_step / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="mnist")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=None, help="distinct images per step (default: preset's)")
+    parser.add_argument("--widths", type=int, nargs=4, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the official-style pipeline")
+    args = parser.parse_args()
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("widths", args.widths)) if v}
+    config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS[args.preset], **overrides})
+    device = torch.device(args.device)
+    rng = np.random.default_rng(0)
+    n = config.batch_size * (args.steps + 2)
+    shape = (n, config.image_size, config.image_size) + ((3,) if config.channels == 3 else ())
+    raw = rng.integers(0, 256, shape, dtype=np.uint8)
+    pairs = config.batch_size * config.repeats
+
+    torch.manual_seed(0)
+    net = IICNet(config, config.channels).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+
+    loader = DataLoader(OfficialStylePairs(raw, config), batch_size=config.batch_size, shuffle=True,
+                        num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
+    batches = iter(loader)
+
+    def official_step():
+        x, gx = next(batches)
+        c = config.channels
+        x = x.view(-1, config.repeats, c, *x.shape[-2:]).transpose(0, 1).reshape(-1, c, *x.shape[-2:])
+        gx = gx.view(-1, config.repeats, c, *gx.shape[-2:]).transpose(0, 1).reshape(-1, c, *gx.shape[-2:])
+        train_step(net, optimizer, x.to(device), gx.to(device))
+
+    images = torch.from_numpy(raw if raw.ndim == 4 else raw[..., None]).permute(0, 3, 1, 2).contiguous().to(device)
+    views = ClusterViews(config, config.channels).to(device)
+    cursor = [0]
+
+    def our_step():
+        batch = images[cursor[0]:cursor[0] + config.batch_size]
+        cursor[0] = (cursor[0] + config.batch_size) % (n - config.batch_size)
+        train_step(net, optimizer, *views(batch))
+
+    def views_only():
+        views(images[: config.batch_size])
+
+    def network_only():
+        x = torch.rand(pairs, config.channels, config.input_size, config.input_size, device=device)
+        train_step(net, optimizer, x, x)
+
+    official = measure(official_step, args.steps, pairs, device)
+    ours = measure(our_step, args.steps, pairs, device)
+    network = measure(network_only, args.steps, pairs, device)
+    view_rate = measure(views_only, args.steps, pairs, device)
+    print(f"preset {args.preset}, device {device}, batch {config.batch_size} images × r={config.repeats} = {pairs} pairs, "
+          f"widths {tuple(config.widths)}, torch threads {torch.get_num_threads()}, official-style workers {args.workers}")
+    print("| pipeline | training pairs/s | ratio to official |\n|---|---:|---:|")
+    print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 |")
+    print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} |")
+    print(f"| network + loss only (upper bound) | {network:,.0f} | {network / official:.2f} |")
+    print(f"| iic views only | {view_rate:,.0f} | {view_rate / official:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
