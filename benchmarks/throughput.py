@@ -3,7 +3,9 @@
 Official (xu-ji/IIC, MNIST script): PIL images, per-image torchvision transforms in a DataLoader — one
 DataLoader for x and r for g(x) — collated, then separate forward passes for x and g(x).
 Ours: uint8 tensors in memory, batched views on the model's device (kornia), separate forward passes.
-Both run the same ClusterNet6c + heads, the same IIC loss and Adam step, in this one process.
+Both run the same ClusterNet6c + heads (iic's, which runs its convolutions channels-last; the official
+code's network did not), the same IIC loss and Adam step, in this one process, in float32; a last row
+adds iic's bf16-mixed precision.
 
     .venv/bin/python benchmarks/throughput.py [--preset mnist] [--steps 20] [--device cpu]
 """
@@ -46,9 +48,15 @@ class OfficialStylePairs(Dataset):
         return torch.cat([self.tf_x(image)] * self.repeats), torch.cat([self.tf_g(image) for _ in range(self.repeats)])
 
 
-def train_step(net, optimizer, x, gx):
-    p, p_tf = net(x, "B"), net(gx, "B")
-    loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
+def contiguous_forward(net: IICNet, x: torch.Tensor, head: str) -> torch.Tensor:
+    """The official network's memory layout: NCHW throughout."""
+    return net.heads[head](net.trunk(net.input_layer(x)))
+
+
+def train_step(net, optimizer, x, gx, bf16=False, forward=IICNet.forward):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        p, p_tf = forward(net, x, "B"), forward(net, gx, "B")
+        loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -90,6 +98,8 @@ def main() -> int:
     torch.manual_seed(0)
     net = IICNet(config, config.channels).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    official_net = IICNet(config, config.channels).to(device).to(memory_format=torch.contiguous_format)
+    official_optimizer = torch.optim.Adam(official_net.parameters(), lr=config.lr)
 
     loader = DataLoader(OfficialStylePairs(raw, config), batch_size=config.batch_size, shuffle=True,
                         num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
@@ -100,16 +110,16 @@ def main() -> int:
         c = config.channels
         x = x.view(-1, config.repeats, c, *x.shape[-2:]).transpose(0, 1).reshape(-1, c, *x.shape[-2:])
         gx = gx.view(-1, config.repeats, c, *gx.shape[-2:]).transpose(0, 1).reshape(-1, c, *gx.shape[-2:])
-        train_step(net, optimizer, x.to(device), gx.to(device))
+        train_step(official_net, official_optimizer, x.to(device), gx.to(device), forward=contiguous_forward)
 
     images = torch.from_numpy(raw if raw.ndim == 4 else raw[..., None]).permute(0, 3, 1, 2).contiguous().to(device)
     views = ClusterViews(config, config.channels).to(device)
     cursor = [0]
 
-    def our_step():
+    def our_step(bf16=False):
         batch = images[cursor[0]:cursor[0] + config.batch_size]
         cursor[0] = (cursor[0] + config.batch_size) % (n - config.batch_size)
-        train_step(net, optimizer, *views(batch))
+        train_step(net, optimizer, *views(batch), bf16=bf16)
 
     def views_only():
         views(images[: config.batch_size])
@@ -120,6 +130,7 @@ def main() -> int:
 
     official = measure(official_step, args.steps, pairs, device)
     ours = measure(our_step, args.steps, pairs, device)
+    ours_bf16 = measure(lambda: our_step(bf16=True), args.steps, pairs, device)
     network = measure(network_only, args.steps, pairs, device)
     view_rate = measure(views_only, args.steps, pairs, device)
     print(f"preset {args.preset}, device {device}, batch {config.batch_size} images × r={config.repeats} = {pairs} pairs, "
@@ -127,6 +138,7 @@ def main() -> int:
     print("| pipeline | training pairs/s | ratio to official |\n|---|---:|---:|")
     print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 |")
     print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} |")
+    print(f"| iic, --precision bf16-mixed | {ours_bf16:,.0f} | {ours_bf16 / official:.2f} |")
     print(f"| network + loss only (upper bound) | {network:,.0f} | {network / official:.2f} |")
     print(f"| iic views only | {view_rate:,.0f} | {view_rate / official:.2f} |")
     return 0

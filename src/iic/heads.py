@@ -32,10 +32,15 @@ class IICNet(nn.Module):
         if config.k_a > 0:
             heads["A"] = ClusterHead(features, config.k_a, config.num_subheads)
         self.heads = nn.ModuleDict(heads)
+        # Channels-last convolutions are about 1.5× faster on CPUs (oneDNN) and suit tensor cores on GPUs.
+        self.to(memory_format=torch.channels_last)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.input_layer(x).contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor, head: str = "B") -> torch.Tensor:
-        return self.heads[head](self.trunk(self.input_layer(x)))
+        return self.heads[head](self.features(x))
 
     def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.trunk(self.input_layer(x))
+        features = self.features(x)
         return {name: head(features) for name, head in self.heads.items()}
