@@ -39,7 +39,7 @@ class ClusterModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.config = config_from_dict(ClusterConfig, config)
-        self.channels, self.num_classes = channels, num_classes
+        self.channels = channels
         self.net = IICNet(self.config, channels)
         self.views = ClusterViews(self.config, channels)
         self.schedule = head_schedule(self.config)
@@ -51,14 +51,18 @@ class ClusterModule(L.LightningModule):
             self.register_buffer(f"subhead_loss_{head}", torch.full((S,), math.inf))
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
-        # Evaluation tables; with no labels, one pseudo-class so that they count cluster sizes.
-        classes = max(num_classes, 1)
-        self.tables = torch.nn.ModuleDict(
-            {h: ContingencyTables(S, self.net.heads[h].num_clusters, classes) for h in self.head_names}
-        )
+        self.set_num_classes(num_classes)
         self.last_results: dict[str, Any] = {}
         self._step_clock: float | None = None
         self._fit_started: float | None = None
+
+    def set_num_classes(self, num_classes: int) -> None:
+        """Evaluation tables for ``num_classes`` labels; with none, one pseudo-class so that they count cluster sizes."""
+        self.num_classes = num_classes
+        S, classes = self.config.num_subheads, max(num_classes, 1)
+        self.tables = torch.nn.ModuleDict(
+            {h: ContingencyTables(S, self.net.heads[h].num_clusters, classes) for h in self.head_names}
+        )
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -315,8 +319,7 @@ def predict_probs(module: ClusterModule, images: torch.Tensor, head: str = "B", 
 
 def evaluate(module: ClusterModule, evaluation: ImageSet, config: ClusterConfig) -> dict[str, Any]:
     """Scores of every sub-head of every head on ``evaluation`` (one process, no logging)."""
-    if evaluation.labels is not None and evaluation.num_classes != module.num_classes and module.num_classes > 0:
-        module.num_classes = evaluation.num_classes
+    module.set_num_classes(evaluation.num_classes if evaluation.labels is not None else 0)
     trainer = L.Trainer(accelerator=config.accelerator, devices=1, precision=config.precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(module, dataloaders=evaluation_loader(evaluation, config.num_workers), verbose=False)
