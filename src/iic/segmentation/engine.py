@@ -11,14 +11,12 @@ import io
 import math
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import Timer
 from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict, save_config
@@ -338,11 +336,9 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     )
     eval_loader = evaluation_loader(config, eval_source) if eval_source is not None else None
     passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
-    # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP).
+    # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
     trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
                             reload_dataloaders=False, enable_progress_bar=progress)
-    if config.max_minutes > 0:
-        trainer.callbacks.append(Timer(duration=timedelta(minutes=config.max_minutes), interval="step"))
     earlier_metrics = read_metrics(run_dir / "metrics.csv") if resume is not None else []
     trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
     if earlier_metrics and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh: put the earlier rows back
