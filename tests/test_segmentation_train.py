@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -9,6 +10,16 @@ from iic.config import config_from_dict
 from iic.cli import main
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 from iic.segmentation.engine import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training tests use one thread: on a shared 2-core machine, two busy-waiting OpenMP threads per process
+    made them several times slower (113 s against 25 s for the demo run under a load of 4)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_demo_training_separates_regions_by_texture(tmp_path):
