@@ -15,6 +15,7 @@ from iic.errors import IICError
 
 def quiet_libraries() -> None:
     """Keep Lightning's banners and deprecation chatter out of the user's terminal; our summary says what matters."""
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import: import first, then override)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -40,7 +40,7 @@ class ClusterConfig:
     eval_crop_size: int = 14  # centre crop for evaluation and prediction
     sobel: bool = False
     include_rgb: bool = False
-    repeats: int = 4  # r: copies of each image, each with its own g
+    repeats: int = 8  # r: copies of each image, each with its own g
     # network
     backbone: str = "clusternet6c"  # clusternet6c | clusternet5g | any torchvision model name
     widths: tuple[int, ...] = (32, 64, 128, 128)
@@ -54,8 +54,8 @@ class ClusterConfig:
     lamb_b: float = 1.0
     # optimisation
     lr: float = 4e-3
-    batch_size: int = 128
-    epochs: int = 16  # each epoch is head_a_passes + head_b_passes passes over the data
+    batch_size: int = 64
+    epochs: int = 10  # each epoch is head_a_passes + head_b_passes passes over the data
     seed: int = 0
     max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
     # engine
