@@ -55,7 +55,7 @@ class ClusterConfig:
     # optimisation
     lr: float = 4e-3
     batch_size: int = 64
-    epochs: int = 10  # each epoch is head_a_passes + head_b_passes passes over the data
+    epochs: int = 20  # each epoch is head_a_passes + head_b_passes passes over the data
     seed: int = 0
     max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
     # engine
