@@ -200,6 +200,15 @@ def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 
 # --- trainer and run directory ----------------------------------------------------------------------
 
 def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
+    """A fresh run directory; DDP's worker processes (which re-run the command) reuse the one of rank 0."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("IIC_RUN_DIR"):
+        return Path(os.environ["IIC_RUN_DIR"])
+    run_dir = _fresh_run_dir(out_dir, name, preset)
+    os.environ["IIC_RUN_DIR"] = str(run_dir)
+    return run_dir
+
+
+def _fresh_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out_dir) / (name or f"{preset}-{stamp}")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -237,12 +246,15 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
                                   mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
     devices = parse_devices(config.devices)
     multi = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    # Batch statistics over the global batch, as on one device; torch's SyncBatchNorm runs on GPUs only.
+    on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
     if config.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
         raise IICError(f"unknown precision {config.precision!r}: use 32-true, bf16-mixed or 16-mixed")
     try:
         return L.Trainer(
             accelerator=config.accelerator, devices=devices, precision=config.precision,
-            strategy="ddp" if multi else "auto", sync_batchnorm=multi,
+            strategy="ddp_find_unused_parameters_true" if multi else "auto",  # the idle head has no gradient
+            sync_batchnorm=multi and on_gpu,
             max_epochs=max_epochs, logger=loggers, callbacks=[checkpoints],
             check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
