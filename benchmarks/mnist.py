@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from iic.cli import quiet_libraries
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
+from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict
 from iic.data.clustering import load_cluster_data
 from iic.engine import ClusterModule, fit
-from iic.config import config_to_dict
+from iic.losses import iic_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,17 +33,18 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
     module = ClusterModule(config_to_dict(config), 1, 10)
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     totals = dict(views=0.0, forward=0.0, loss=0.0, backward_step=0.0)
-    from iic.losses import iic_loss
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision.startswith("bf16"))
 
     for i in range(steps + 1):
         batch = images[torch.randint(len(images), (config.batch_size,))]
         t0 = time.perf_counter()
-        x, gx = module.views(batch)
-        t1 = time.perf_counter()
-        p, p_tf = module.net(x, "B"), module.net(gx, "B")
-        t2 = time.perf_counter()
-        loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
-        t3 = time.perf_counter()
+        with autocast:
+            x, gx = module.views(batch)
+            t1 = time.perf_counter()
+            p, p_tf = module.net(x, "B"), module.net(gx, "B")
+            t2 = time.perf_counter()
+            loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
+            t3 = time.perf_counter()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -57,6 +58,7 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=28.0)
+    parser.add_argument("--precision", default="bf16-mixed", help="32-true or bf16-mixed (about 1.8× faster on a CPU with AVX-512 BF16)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "benchmarks"))
     args = parser.parse_args()
@@ -64,11 +66,11 @@ def main() -> int:
     logging.getLogger("lightning").setLevel(logging.ERROR)
 
     config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS["mnist"], **CPU_RECIPE, "data_path": args.data,
-                                              "max_minutes": args.minutes, "epochs": 1000, "eval_every": 1,
+                                              "max_minutes": args.minutes, "epochs": 1000, "precision": args.precision, "eval_every": 1,
                                               "out_dir": args.out_dir, "name": f"mnist-{int(time.time())}"})
     data = load_cluster_data(config)
     print(f"MNIST: {len(data.train_b)} images, IIC protocol; torch threads {torch.get_num_threads()}; "
-          f"budget {args.minutes} min; recipe {CPU_RECIPE}", flush=True)
+          f"budget {args.minutes} min; precision {args.precision}; recipe {CPU_RECIPE}", flush=True)
 
     timings = profile_step(config, data.train_b.images)
     total = sum(timings.values())

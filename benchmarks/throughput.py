@@ -50,7 +50,7 @@ class OfficialStylePairs(Dataset):
 
 def contiguous_forward(net: IICNet, x: torch.Tensor, head: str) -> torch.Tensor:
     """The official network's memory layout: NCHW throughout."""
-    return net.heads[head](net.trunk(net.input_layer(x)))
+    return torch.cat([tower(net.input_layer(x), head) for tower in net.towers])
 
 
 def train_step(net, optimizer, x, gx, bf16=False, forward=IICNet.forward):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from iic.cli import main
 
-TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--epochs", "6", "--batch-size", "100", "--repeats", "3",
+TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--trunks", "2", "--epochs", "6", "--batch-size", "100", "--repeats", "3",
         "--lr", "0.004", "--no-progress", "--seed", "0"]
 
 
@@ -39,6 +39,8 @@ def test_tiny_training_run_learns(trained_run):
     assert results["B"]["reported"]["acc"] > 0.8
     assert results["A"]["mapping"] == "many-to-one"
     assert np.isfinite(results["B"]["subhead_losses"]).all()
+    assert len(results["B"]["subhead_losses"]) == 4  # 2 trunks × 2 sub-heads compete for the lowest loss
+    assert results["B"]["reported_trunk"] == results["B"]["reported_subhead"] // 2
 
 
 def test_evaluate_round_trip(trained_run, capsys):
@@ -68,13 +70,26 @@ def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
     assert agree >= 12  # of 15 pairs
 
 
-def test_resume_continues_from_last_checkpoint(trained_run, capsys):
+def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch):
+    from iic.engine import ClusterModule
+
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    steps_before = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    steps_per_epoch = steps_before // config["epochs"]
     config["epochs"] += 1
     (trained_run / "config.yaml").write_text(yaml.safe_dump(config))
+    steps_run = []
+    original_step = ClusterModule.training_step
+
+    def counted_step(self, batch, batch_idx):
+        steps_run.append(batch_idx)
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClusterModule, "training_step", counted_step)
     assert main(["train", "--resume", str(trained_run), "--no-progress"]) == 0
     state = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert state["epoch"] == (config["epochs"] * 3) - 1
+    assert len(steps_run) == steps_per_epoch  # only the added epoch (A, B, B) was trained
+    assert state["global_step"] == steps_before + steps_per_epoch
 
 
 def run_cli(*args):

@@ -57,3 +57,13 @@ def test_network_outputs_probabilities_per_subhead():
     p = net(torch.rand(4, 3, 32, 32), "A")
     assert p.shape == (config.num_subheads, 4, config.k_a)
     torch.testing.assert_close(p.sum(-1), torch.ones(config.num_subheads, 4))
+
+
+def test_independent_trunks_stack_their_subheads():
+    config = ClusterConfig(trunks=2, num_subheads=3)
+    net = IICNet(config, 1)
+    p = net(torch.rand(4, 1, config.input_size, config.input_size), "B")
+    assert p.shape == (6, 4, config.k_b)
+    p[:3, :, 0].sum().backward()  # sub-heads 0-2 belong to the first trunk only
+    assert all(param.grad is None or not param.grad.any() for param in net.towers[1].parameters())
+    assert all(param.grad is not None and param.grad.abs().sum() > 0 for param in net.towers[0].trunk.parameters())

@@ -39,14 +39,15 @@ def format_results(results: dict[str, Any]) -> str:
             continue
         r = results[head]
         s = r["reported_subhead"]
+        where = f"sub-head {s}" + (f" of trunk {r['reported_trunk']}" if "reported_trunk" in r else "")
         name = f"head {head} (k={r['k']}{', many-to-one' if r.get('mapping') == 'many-to-one' else ''})"
         if "reported" in r:
             rep, best = r["reported"], r["best_by_labels"]
-            lines.append(f"{name}, sub-head {s} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  ARI {rep['ari']:.3f}")
+            lines.append(f"{name}, {where} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  ARI {rep['ari']:.3f}")
             lines.append(f"{' ' * len(name)}  best sub-head by labels ({r['best_by_labels_subhead']}, not label-free): "
                          f"ACC {percent(best['acc'])}  NMI {best['nmi']:.3f}  ARI {best['ari']:.3f}")
         else:
-            lines.append(f"{name}, sub-head {s} (lowest loss): loss {r['subhead_losses'][s]:.4f}  "
+            lines.append(f"{name}, {where} (lowest loss): loss {r['subhead_losses'][s]:.4f}  "
                          f"cluster sizes {r['cluster_sizes']}")
     return "\n".join(lines)
 
@@ -97,6 +98,7 @@ def validate_config(config) -> None:
         (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
         (config.repeats >= 1, f"repeats must be at least 1, got {config.repeats}"),
         (config.num_subheads >= 1, f"num_subheads must be at least 1, got {config.num_subheads}"),
+        (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
         (config.k_a >= 0, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
         (config.lr > 0, f"lr must be positive, got {config.lr}"),

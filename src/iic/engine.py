@@ -43,9 +43,9 @@ class ClusterModule(L.LightningModule):
         self.net = IICNet(self.config, channels)
         self.views = ClusterViews(self.config, channels)
         self.schedule = head_schedule(self.config)
-        self.head_names = list(self.net.heads)
+        self.head_names = self.net.head_names
         self.automatic_optimization = False
-        S = self.config.num_subheads
+        S = self.net.num_subheads
         # Mean loss of each sub-head over its head's latest pass: the label-free choice of the reported sub-head.
         for head in self.head_names:
             self.register_buffer(f"subhead_loss_{head}", torch.full((S,), math.inf))
@@ -59,9 +59,9 @@ class ClusterModule(L.LightningModule):
     def set_num_classes(self, num_classes: int) -> None:
         """Evaluation tables for ``num_classes`` labels; with none, one pseudo-class so that they count cluster sizes."""
         self.num_classes = num_classes
-        S, classes = self.config.num_subheads, max(num_classes, 1)
+        S, classes = self.net.num_subheads, max(num_classes, 1)
         self.tables = torch.nn.ModuleDict(
-            {h: ContingencyTables(S, self.net.heads[h].num_clusters, classes) for h in self.head_names}
+            {h: ContingencyTables(S, self.net.num_clusters[h], classes) for h in self.head_names}
         )
 
     # --- training ---------------------------------------------------------------------------------
@@ -143,6 +143,8 @@ class ClusterModule(L.LightningModule):
                 "subhead_losses": [float(v) for v in losses],
                 "cluster_sizes": [int(v) for v in tables[reported].sum(axis=1)],
             }
+            if self.config.trunks > 1:
+                head_results["reported_trunk"] = reported // self.config.num_subheads
             if self.num_classes > 0:
                 scores = [cluster_scores(t) for t in tables]
                 best = int(np.argmax([s.acc for s in scores]))

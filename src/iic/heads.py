@@ -20,27 +20,52 @@ class ClusterHead(nn.Module):
         return torch.stack([head(features).softmax(dim=1) for head in self.subheads])
 
 
+class Tower(nn.Module):
+    """One trunk with its heads ``"B"`` and, when k_A > 0, ``"A"``."""
+
+    def __init__(self, config: ClusterConfig, in_channels: int):
+        super().__init__()
+        self.trunk, features = build_backbone(config.backbone, in_channels, config.widths, config.input_size)
+        heads = {"B": ClusterHead(features, config.k_b, config.num_subheads)}
+        if config.k_a > 0:
+            heads["A"] = ClusterHead(features, config.k_a, config.num_subheads)
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, x: torch.Tensor, head: str = "B") -> torch.Tensor:
+        return self.heads[head](self.trunk(x))
+
+    def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.trunk(x)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
 class IICNet(nn.Module):
-    """Optional Sobel input layer, a trunk, and heads ``"A"`` (over-clustering) and ``"B"``."""
+    """Optional Sobel input layer, then ``config.trunks`` independent towers (trunk + heads; the paper has one).
+
+    A head's output stacks the sub-heads of all towers: (trunks · num_subheads) × n × k, sub-head i belonging
+    to tower i // num_subheads. Towers share nothing but their input, so with several of them the lowest-loss
+    rule chooses among independently trained networks rather than among heads on one trunk.
+    """
 
     def __init__(self, config: ClusterConfig, channels: int):
         super().__init__()
         self.input_layer = Sobel(config.include_rgb) if config.sobel else nn.Identity()
         in_ch = input_channels(channels, config.sobel, config.include_rgb)
-        self.trunk, features = build_backbone(config.backbone, in_ch, config.widths, config.input_size)
-        heads = {"B": ClusterHead(features, config.k_b, config.num_subheads)}
-        if config.k_a > 0:
-            heads["A"] = ClusterHead(features, config.k_a, config.num_subheads)
-        self.heads = nn.ModuleDict(heads)
+        self.towers = nn.ModuleList(Tower(config, in_ch) for _ in range(config.trunks))
+        self.head_names = list(self.towers[0].heads)
+        self.num_clusters = {name: head.num_clusters for name, head in self.towers[0].heads.items()}
+        self.num_subheads = config.trunks * config.num_subheads
         # Channels-last convolutions are about 1.5× faster on CPUs (oneDNN) and suit tensor cores on GPUs.
         self.to(memory_format=torch.channels_last)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.input_layer(x).contiguous(memory_format=torch.channels_last))
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input_layer(x).contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, head: str = "B") -> torch.Tensor:
-        return self.heads[head](self.features(x))
+        x = self.prepare(x)
+        return torch.cat([tower(x, head) for tower in self.towers])
 
     def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.features(x)
-        return {name: head(features) for name, head in self.heads.items()}
+        x = self.prepare(x)
+        outputs = [tower.forward_all(x) for tower in self.towers]
+        return {name: torch.cat([out[name] for out in outputs]) for name in self.head_names}
