@@ -58,7 +58,8 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=28.0)
-    parser.add_argument("--precision", default="bf16-mixed", help="32-true or bf16-mixed (about 1.8× faster on a CPU with AVX-512 BF16)")
+    parser.add_argument("--precision", default="bf16-mixed",
+                        help="32-true or bf16-mixed (about 1.8× faster on a CPU with AVX-512 BF16)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "benchmarks"))
     args = parser.parse_args()
@@ -66,7 +67,8 @@ def main() -> int:
     logging.getLogger("lightning").setLevel(logging.ERROR)
 
     config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS["mnist"], **CPU_RECIPE, "data_path": args.data,
-                                              "max_minutes": args.minutes, "epochs": 1000, "precision": args.precision, "eval_every": 1,
+                                              "max_minutes": args.minutes, "epochs": 1000, "eval_every": 1,
+                                              "precision": args.precision,
                                               "out_dir": args.out_dir, "name": f"mnist-{int(time.time())}"})
     data = load_cluster_data(config)
     print(f"MNIST: {len(data.train_b)} images, IIC protocol; torch threads {torch.get_num_threads()}; "
