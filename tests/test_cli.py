@@ -12,8 +12,8 @@ from PIL import Image
 
 from iic.cli import main
 
-TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--trunks", "2", "--epochs", "6", "--batch-size", "100", "--repeats", "3",
-        "--lr", "0.004", "--no-progress", "--seed", "0"]
+TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--trunks", "2", "--epochs", "6", "--batch-size", "100",
+        "--repeats", "3", "--lr", "0.004", "--no-progress", "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
