@@ -61,7 +61,7 @@ class ClusterModule(L.LightningModule):
         self.num_classes = num_classes
         S, classes = self.net.num_subheads, max(num_classes, 1)
         self.tables = torch.nn.ModuleDict(
-            {h: ContingencyTables(S, self.net.num_clusters[h], classes) for h in self.head_names}
+            {h: ContingencyTables(S, self.net.num_clusters(h), classes) for h in self.head_names}
         )
 
     # --- training ---------------------------------------------------------------------------------
@@ -71,6 +71,11 @@ class ClusterModule(L.LightningModule):
 
     def subhead_losses(self, head: str) -> torch.Tensor:
         return getattr(self, f"subhead_loss_{head}")
+
+    def reported_subhead(self, head: str) -> int:
+        """The label-free choice: the sub-head with the lowest loss over its head's latest pass (0 before any)."""
+        losses = self.subhead_losses(head)
+        return int(torch.argmin(losses)) if torch.isfinite(losses).any() else 0
 
     def configure_optimizers(self):
         # One optimizer, not one per head as in the official code: on the digits it reaches a higher accuracy
@@ -136,7 +141,7 @@ class ClusterModule(L.LightningModule):
         for head in self.head_names:
             tables = self.tables[head].compute().cpu().numpy()
             losses = self.subhead_losses(head).cpu().numpy()
-            reported = int(np.argmin(losses)) if np.isfinite(losses).any() else 0
+            reported = self.reported_subhead(head)
             head_results: dict[str, Any] = {
                 "k": int(tables.shape[1]),
                 "reported_subhead": reported,
@@ -321,13 +326,12 @@ def load_module(path: str | os.PathLike) -> tuple[ClusterModule, Path]:
 def predict_probs(module: ClusterModule, images: torch.Tensor, head: str = "B", batch_size: int = 512) -> torch.Tensor:
     """Cluster probabilities (n × k) of the head's reported (lowest-loss) sub-head for uint8 images."""
     module.eval()
-    losses = module.subhead_losses(head)
-    subhead = int(torch.argmin(losses)) if torch.isfinite(losses).any() else 0
+    subhead = module.reported_subhead(head)
     device = next(module.parameters()).device
     chunks = []
     for start in range(0, len(images), batch_size):
         x = module.views.eval_view(images[start:start + batch_size].to(device))
-        chunks.append(module.net(x, head)[subhead].cpu())
+        chunks.append(module.net.subhead(x, head, subhead).cpu())
     return torch.cat(chunks)
 
 

@@ -52,11 +52,20 @@ class IICNet(nn.Module):
         self.input_layer = Sobel(config.include_rgb) if config.sobel else nn.Identity()
         in_ch = input_channels(channels, config.sobel, config.include_rgb)
         self.towers = nn.ModuleList(Tower(config, in_ch) for _ in range(config.trunks))
-        self.head_names = list(self.towers[0].heads)
-        self.num_clusters = {name: head.num_clusters for name, head in self.towers[0].heads.items()}
-        self.num_subheads = config.trunks * config.num_subheads
+        self.subheads_per_tower = config.num_subheads
         # Channels-last convolutions are about 1.5× faster on CPUs (oneDNN) and suit tensor cores on GPUs.
         self.to(memory_format=torch.channels_last)
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.towers[0].heads)
+
+    @property
+    def num_subheads(self) -> int:
+        return len(self.towers) * self.subheads_per_tower
+
+    def num_clusters(self, head: str) -> int:
+        return self.towers[0].heads[head].num_clusters
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_layer(x).contiguous(memory_format=torch.channels_last)
@@ -69,3 +78,8 @@ class IICNet(nn.Module):
         x = self.prepare(x)
         outputs = [tower.forward_all(x) for tower in self.towers]
         return {name: torch.cat([out[name] for out in outputs]) for name in self.head_names}
+
+    def subhead(self, x: torch.Tensor, head: str, index: int) -> torch.Tensor:
+        """Probabilities (n × k) of one sub-head, ``index`` counting as in ``forward``; runs only its tower."""
+        tower, subhead = divmod(index, self.subheads_per_tower)
+        return self.towers[tower](self.prepare(x), head)[subhead]
