@@ -111,6 +111,7 @@ def assert_one_line_error(result, fragment):
         (["train", "--preset", "imagenet"], "unknown preset"),
         (["train", "--epochs", "zero"], "expected int"),
         (["train", "--crop-size", "99"], "crop_size"),
+        (["train", "--k-a", "1"], "k_a must be 0 (no head A) or at least 2"),
         (["evaluate", "/no/such/run"], "no such checkpoint"),
         (["predict", "/no/such.ckpt", "."], "no such checkpoint"),
     ],

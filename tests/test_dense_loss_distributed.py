@@ -34,6 +34,7 @@ def worker(rank, world_size, port, results):
         loss, _ = dense_iic_loss(mine.softmax(1), p_tf[share], mask[share], T=2, lamb=1.2)
         loss.backward()
         results[rank] = (loss.item(), mine.grad.clone())
+        dist.barrier()  # neither process tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -46,6 +46,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, lamb: float) -> None:
         loss.backward()
         torch.save({"loss": loss.detach(), "plain": plain.detach(),
                     "grads": [q.grad.clone() for q in model.module.parameters()]}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # neither process tears gloo down while the other still talks to it (that aborts sporadically)
     finally:
         dist.destroy_process_group()
 

@@ -81,7 +81,7 @@ def write_folder(root, label_sizes):
             Image.fromarray(np.zeros(size, dtype=np.uint8)).save(root / "labels" / f"{i}.png")
 
 
-@pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "T too large", "predict empty"])
+@pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "T too large", "k_a of 1", "predict empty"])
 def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, case):
     out_dir = tmp_path / "runs"
     folder_args = ["--dataset", "folder", "--data-path", tmp_path / "images", "--label-dir", tmp_path / "labels"]
@@ -96,6 +96,8 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, case):
         argv, expected = ["train", *folder_args], "no images found"
     elif case == "T too large":
         argv, expected = ["train", "--T", 48, "--crop-size", 48], "T=48 is too large"
+    elif case == "k_a of 1":
+        argv, expected = ["train", "--k-a", 1], "k_a 0 (no head A) or at least 2"
     else:
         (tmp_path / "empty").mkdir()
         argv, expected = ["predict", tmp_path / "missing.ckpt", tmp_path / "empty", "--out", tmp_path / "p"], "no such checkpoint"

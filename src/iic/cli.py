@@ -100,7 +100,7 @@ def validate_config(config) -> None:
         (config.num_subheads >= 1, f"num_subheads must be at least 1, got {config.num_subheads}"),
         (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
-        (config.k_a >= 0, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
+        (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
         (config.lr > 0, f"lr must be positive, got {config.lr}"),
         (config.lamb_a > 0 and config.lamb_b > 0, "lamb_a and lamb_b must be positive"),
         (config.channels in (1, 3), f"channels must be 1 or 3, got {config.channels}"),

@@ -114,8 +114,8 @@ def validate_config(config: SegmentConfig) -> None:
         raise IICError(f"unknown dataset {config.dataset!r}: choose one of {', '.join(DATASETS)}")
     if config.dataset not in ("demo",) and not config.data_path:
         raise IICError(f"dataset {config.dataset!r} needs --data-path (its root folder, .npz file or image folder)")
-    if config.k_b < 1 or config.k_a < 0:
-        raise IICError("k_b must be at least 1 and k_a at least 0")
+    if config.k_b < 2 or not (config.k_a == 0 or config.k_a >= 2):
+        raise IICError(f"k_b must be at least 2 and k_a 0 (no head A) or at least 2, got k_b={config.k_b}, k_a={config.k_a}")
     if config.T < 0:
         raise IICError(f"T must be non-negative, got {config.T}")
     if config.crop_size < 2 or config.crop_size % 2:
