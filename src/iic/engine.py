@@ -43,11 +43,10 @@ class ClusterModule(L.LightningModule):
         self.net = IICNet(self.config, channels)
         self.views = ClusterViews(self.config, channels)
         self.schedule = head_schedule(self.config)
-        self.head_names = self.net.head_names
         self.automatic_optimization = False
         S = self.net.num_subheads
         # Mean loss of each sub-head over its head's latest pass: the label-free choice of the reported sub-head.
-        for head in self.head_names:
+        for head in self.net.head_names:
             self.register_buffer(f"subhead_loss_{head}", torch.full((S,), math.inf))
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
@@ -61,7 +60,7 @@ class ClusterModule(L.LightningModule):
         self.num_classes = num_classes
         S, classes = self.net.num_subheads, max(num_classes, 1)
         self.tables = torch.nn.ModuleDict(
-            {h: ContingencyTables(S, self.net.num_clusters(h), classes) for h in self.head_names}
+            {h: ContingencyTables(S, self.net.num_clusters(h), classes) for h in self.net.head_names}
         )
 
     # --- training ---------------------------------------------------------------------------------
@@ -138,7 +137,7 @@ class ClusterModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         results: dict[str, Any] = {"epoch": self.current_epoch}
-        for head in self.head_names:
+        for head in self.net.head_names:
             tables = self.tables[head].compute().cpu().numpy()
             losses = self.subhead_losses(head).cpu().numpy()
             reported = self.reported_subhead(head)
@@ -149,7 +148,7 @@ class ClusterModule(L.LightningModule):
                 "cluster_sizes": [int(v) for v in tables[reported].sum(axis=1)],
             }
             if self.config.trunks > 1:
-                head_results["reported_trunk"] = reported // self.config.num_subheads
+                head_results["reported_trunk"] = self.net.trunk_of(reported)
             if self.num_classes > 0:
                 scores = [cluster_scores(t) for t in tables]
                 best = int(np.argmax([s.acc for s in scores]))

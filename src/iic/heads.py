@@ -79,7 +79,10 @@ class IICNet(nn.Module):
         outputs = [tower.forward_all(x) for tower in self.towers]
         return {name: torch.cat([out[name] for out in outputs]) for name in self.head_names}
 
+    def trunk_of(self, index: int) -> int:
+        """The tower that sub-head ``index`` (counting as in ``forward``) belongs to."""
+        return index // self.subheads_per_tower
+
     def subhead(self, x: torch.Tensor, head: str, index: int) -> torch.Tensor:
         """Probabilities (n × k) of one sub-head, ``index`` counting as in ``forward``; runs only its tower."""
-        tower, subhead = divmod(index, self.subheads_per_tower)
-        return self.towers[tower](self.prepare(x), head)[subhead]
+        return self.towers[self.trunk_of(index)](self.prepare(x), head)[index % self.subheads_per_tower]
