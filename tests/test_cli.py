@@ -92,6 +92,24 @@ def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch)
     assert state["global_step"] == steps_before + steps_per_epoch
 
 
+def test_last_checkpoint_is_the_final_model(three_digit_npz, tmp_path):
+    from iic.config import ClusterConfig, config_from_dict
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import fit
+
+    # Schedule B, A: the final pass trains head A, which leaves val/loss (head B's loss) where it was, so the
+    # best checkpoint is not refreshed after it; last.ckpt must still be the model as training left it.
+    config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
+                                              "num_subheads": 2, "epochs": 1, "head_b_first": True, "head_b_passes": 1,
+                                              "batch_size": 100, "repeats": 2})
+    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
+    assert (best["epoch"], last["epoch"]) == (0, 1)
+    for name, value in module.state_dict().items():
+        assert torch.equal(last["state_dict"][name], value), name
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "iic", *args], capture_output=True, text=True, timeout=300)
 

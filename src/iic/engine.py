@@ -102,6 +102,8 @@ class ClusterModule(L.LightningModule):
         detached = losses.detach()
         self._loss_sums[head] = self._loss_sums.get(head, torch.zeros_like(detached)) + detached
         self._loss_counts[head] = self._loss_counts.get(head, 0) + 1
+        # Kept current at every step, because Lightning validates (and checkpoints by this loss) before on_train_epoch_end.
+        self.subhead_losses(head).copy_(self._loss_sums[head] / self._loss_counts[head])
         now = time.perf_counter()
         if self._step_clock is not None:
             pairs = len(images) * self.config.repeats * self.trainer.world_size
@@ -116,10 +118,6 @@ class ClusterModule(L.LightningModule):
         self._loss_sums.clear()
         self._loss_counts.clear()
         self._step_clock = None
-
-    def on_train_epoch_end(self) -> None:
-        for head, total in self._loss_sums.items():
-            self.subhead_losses(head).copy_(total / self._loss_counts[head])
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -248,8 +246,14 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
     except ImportError:
         pass
-    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss",
-                                  mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    # Two callbacks: Lightning's save_last refreshes last.ckpt only when the monitored loss improves,
+    # so an unmonitored one keeps last.ckpt the latest model (what --resume and `iic evaluate RUN` read).
+    checkpoints = [
+        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss", mode="min",
+                        save_top_k=1, auto_insert_metric_name=False),
+        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
+                        enable_version_counter=False),
+    ]
     devices = parse_devices(config.devices)
     multi = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
     # Batch statistics over the global batch, as on one device; torch's SyncBatchNorm runs on GPUs only.
@@ -261,7 +265,7 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
             accelerator=config.accelerator, devices=devices, precision=config.precision,
             strategy="ddp_find_unused_parameters_true" if multi else "auto",  # the idle head has no gradient
             sync_batchnorm=multi and on_gpu,
-            max_epochs=max_epochs, logger=loggers, callbacks=[checkpoints],
+            max_epochs=max_epochs, logger=loggers, callbacks=checkpoints,
             check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
             enable_progress_bar=enable_progress_bar, log_every_n_steps=10,

@@ -155,6 +155,10 @@ class SegmentationModule(L.LightningModule):
         self.history.append({"step": int(self.global_step), "head": head, "loss": float(loss), "loss_plain": float(plains.detach().mean())})
 
     def on_train_epoch_end(self):
+        self.close_pass()
+
+    def close_pass(self) -> None:
+        """Head B's per-sub-head mean loss over the pass just trained -> the reported sub-head and val/loss."""
         if self._subhead_losses:
             mean_losses = torch.stack(self._subhead_losses).mean(0)
             self.best_subhead.fill_(int(mean_losses.argmin()))  # the label-free choice of the reported sub-head
@@ -172,6 +176,9 @@ class SegmentationModule(L.LightningModule):
         for head in self.head_names:
             maps = torch.stack(self(x, head))  # S × n × k × h × w
             self.tables[head].update(maps.argmax(dim=2), y)
+
+    def on_validation_epoch_start(self):
+        self.close_pass()  # Lightning validates (and checkpoints by val/loss) before on_train_epoch_end
 
     def validation_step(self, batch, batch_idx):
         x, y, _ = batch
