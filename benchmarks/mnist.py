@@ -64,8 +64,8 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
 def largest_confusions(table: np.ndarray, count: int = 3) -> list[tuple[int, int, int]]:
     """(images, true class, class its cluster is matched to) for the largest off-diagonal cells after Hungarian matching."""
     mapping = hungarian_mapping(table)
-    cells = [(int(table[cluster, label]), label, mapping[cluster])
-             for cluster in range(table.shape[0]) for label in range(table.shape[1]) if label != mapping.get(cluster)]
+    cells = [(int(table[cluster, label]), label, matched)
+             for cluster, matched in mapping.items() for label in range(table.shape[1]) if label != matched]
     return sorted(cells, reverse=True)[:count]
 
 

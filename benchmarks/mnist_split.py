@@ -19,7 +19,8 @@ import torch
 from iic.data.clustering import load_cluster_data
 from iic.engine import load_module, predict_probs
 from iic.losses import iic_loss
-from iic.metrics import hungarian_mapping
+from iic.metrics import ContingencyTables, hungarian_mapping
+from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,18 +48,15 @@ def main() -> int:
     data = load_cluster_data(config).evaluation
     subhead = module.reported_subhead("B")
 
-    predicted = predict_probs(module, data.images).argmax(1).numpy()
-    labels = data.labels.numpy()
     k = module.net.num_clusters("B")
-    table = np.zeros((k, data.num_classes), dtype=np.int64)
-    np.add.at(table, (predicted, labels), 1)
-    mapping = hungarian_mapping(table)
-    cluster_of = {label: cluster for cluster, label in mapping.items()}
-    count, label, wrong = max((int(table[c, y]), y, c) for c in range(k) for y in range(data.num_classes)
-                              if mapping.get(c) != y)
-    right = cluster_of[label]
+    tables = ContingencyTables(1, k, data.num_classes)
+    tables.update(predict_probs(module, data.images).argmax(1)[None], data.labels)
+    table = tables.compute()[0].numpy()
+    cluster_of = {label: cluster for cluster, label in hungarian_mapping(table).items()}
+    [(count, label, matched)] = largest_confusions(table, count=1)
+    wrong, right = cluster_of[matched], cluster_of[label]
     print(f"{path}: sub-head {subhead}; largest misclustered group: {count} images of class {label} "
-          f"in cluster {wrong} (matched to class {mapping[wrong]}); class {label}'s own cluster is {right}")
+          f"in cluster {wrong} (matched to class {matched}); class {label}'s own cluster is {right}")
 
     chosen = torch.randperm(len(data.images))[:args.images]
     p, p_tf = pair_probabilities(module, data.images[chosen], subhead)

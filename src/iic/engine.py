@@ -102,8 +102,6 @@ class ClusterModule(L.LightningModule):
         detached = losses.detach()
         self._loss_sums[head] = self._loss_sums.get(head, torch.zeros_like(detached)) + detached
         self._loss_counts[head] = self._loss_counts.get(head, 0) + 1
-        # Kept current at every step, because Lightning validates (and checkpoints by this loss) before on_train_epoch_end.
-        self.subhead_losses(head).copy_(self._loss_sums[head] / self._loss_counts[head])
         now = time.perf_counter()
         if self._step_clock is not None:
             pairs = len(images) * self.config.repeats * self.trainer.world_size
@@ -119,9 +117,18 @@ class ClusterModule(L.LightningModule):
         self._loss_counts.clear()
         self._step_clock = None
 
+    def on_train_epoch_end(self) -> None:
+        self.close_pass()
+
+    def close_pass(self) -> None:
+        """Record each sub-head's mean loss over the pass just trained (the reported sub-head and val/loss follow it)."""
+        for head, total in self._loss_sums.items():
+            self.subhead_losses(head).copy_(total / self._loss_counts[head])
+
     # --- evaluation -------------------------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
+        self.close_pass()  # Lightning validates (and checkpoints by val/loss) before on_train_epoch_end
         for table in self.tables.values():
             table.reset()
 
