@@ -73,11 +73,10 @@ def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
 def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch):
     from iic.engine import ClusterModule
 
-    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    epochs = yaml.safe_load((trained_run / "config.yaml").read_text())["epochs"]
     steps_before = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
-    steps_per_epoch = steps_before // config["epochs"]
-    config["epochs"] += 1
-    (trained_run / "config.yaml").write_text(yaml.safe_dump(config))
+    steps_per_epoch = steps_before // epochs
+    logged_steps_before = {row["step"] for row in csv.DictReader((trained_run / "metrics.csv").open())}
     steps_run = []
     original_step = ClusterModule.training_step
 
@@ -86,10 +85,14 @@ def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch)
         return original_step(self, batch, batch_idx)
 
     monkeypatch.setattr(ClusterModule, "training_step", counted_step)
-    assert main(["train", "--resume", str(trained_run), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(trained_run), "--no-progress", "--epochs", str(epochs + 1)]) == 0
     state = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
     assert len(steps_run) == steps_per_epoch  # only the added epoch (A, B, B) was trained
     assert state["global_step"] == steps_before + steps_per_epoch
+    assert yaml.safe_load((trained_run / "config.yaml").read_text())["epochs"] == epochs + 1  # the flag applied
+    logged_steps = [int(row["step"]) for row in csv.DictReader((trained_run / "metrics.csv").open())]
+    assert logged_steps_before <= {str(step) for step in logged_steps}  # the history before the resume is kept
+    assert max(logged_steps) >= steps_before and logged_steps == sorted(logged_steps)
 
 
 def test_last_checkpoint_is_the_final_model(three_digit_npz, tmp_path):
@@ -105,7 +108,23 @@ def test_last_checkpoint_is_the_final_model(three_digit_npz, tmp_path):
     module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
-    assert (best["epoch"], last["epoch"]) == (0, 1)
+    assert best["epoch"] == 0 and last["global_step"] == module.global_step == 2 * best["global_step"]
+    for name, value in module.state_dict().items():
+        assert torch.equal(last["state_dict"][name], value), name
+
+
+def test_last_checkpoint_covers_passes_not_validated(three_digit_npz, tmp_path):
+    from iic.config import ClusterConfig, config_from_dict
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import fit
+
+    # eval_every 2 with three passes: Lightning validates (and checkpoints) after pass 2 only.
+    config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
+                                              "num_subheads": 2, "epochs": 1, "eval_every": 2,
+                                              "batch_size": 100, "repeats": 2})
+    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == module.global_step
     for name, value in module.state_dict().items():
         assert torch.equal(last["state_dict"][name], value), name
 
@@ -132,12 +151,34 @@ def assert_one_line_error(result, fragment):
         (["train", "--k-a", "1"], "k_a must be 0 (no head A) or at least 2"),
         (["evaluate", "/no/such/run"], "no such checkpoint"),
         (["predict", "/no/such.ckpt", "."], "no such checkpoint"),
+        (["train", "--backbone", "nosuch"], "unknown backbone"),  # found only when the model is built
+        (["train", "--precision", "foo"], "unknown precision"),
+        (["train", "--devices", "abc"], "--devices"),
+        (["train", "--accelerator", "tpu"], "cannot set up training"),
+        (["train", "--tf-crop-sizes", "10", "20"], "tf_crop_sizes"),
+        (["train", "--num-workers", "-1"], "num_workers"),
+        (["train", "--lr", "inf"], "lr must be positive and finite"),
+        (["train", "--epochs", "true"], "expected int"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):
     result = run_cli(*args, "--out-dir", str(tmp_path)) if args[0] == "train" else run_cli(*args)
     assert_one_line_error(result, fragment)
     assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+def test_resume_with_another_architecture_is_refused(trained_run):
+    before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--k-b", "5"), "cannot resume")
+    assert before == {name: (trained_run / name).read_bytes() for name in before}
+
+
+def test_bad_output_paths(tmp_path, trained_run):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert_one_line_error(run_cli("train", "--out-dir", str(a_file)), "is a file, not a directory")
+    assert_one_line_error(run_cli("evaluate", str(trained_run), "--out", str(tmp_path)), "is a directory")
+    assert_one_line_error(run_cli("predict", str(trained_run), str(a_file), "--out", str(tmp_path)), "is a directory")
 
 
 def test_bad_images_and_checkpoints(tmp_path, trained_run):

@@ -4,6 +4,7 @@ import argparse
 import csv
 import io
 import logging
+import math
 import sys
 import time
 import warnings
@@ -47,7 +48,7 @@ def format_results(results: dict[str, Any]) -> str:
             lines.append(f"{' ' * len(name)}  best sub-head by labels ({r['best_by_labels_subhead']}, not label-free): "
                          f"ACC {percent(best['acc'])}  NMI {best['nmi']:.3f}  ARI {best['ari']:.3f}")
         else:
-            lines.append(f"{name}, {where} (lowest loss): loss {r['subhead_losses'][s]:.4f}  "
+            lines.append(f"{name}, {where} (lowest loss): training loss {r['subhead_losses'][s]:.4f}  "
                          f"cluster sizes {r['cluster_sizes']}")
     return "\n".join(lines)
 
@@ -55,14 +56,20 @@ def format_results(results: dict[str, Any]) -> str:
 # --- iic train ----------------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from iic.config import CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig, overrides_from_args, resolve_config, read_yaml
+    from iic.config import (CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig, config_from_dict, overrides_from_args,
+                            read_yaml, resolve_config)
 
-    if args.resume:
+    overrides = overrides_from_args(args, ClusterConfig)
+    if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
         run_dir = Path(args.resume)
-        config = resolve_config(ClusterConfig, {"_": {}}, "_", None, read_yaml(run_dir / "config.yaml"))
+        if not (run_dir / "config.yaml").is_file():
+            raise IICError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
+        config = config_from_dict(ClusterConfig, read_yaml(run_dir / "config.yaml"))
+        if args.config:
+            config = config_from_dict(ClusterConfig, read_yaml(args.config), config)
+        config = config_from_dict(ClusterConfig, overrides, config)
     else:
-        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config,
-                                overrides_from_args(args, ClusterConfig))
+        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config, overrides)
     validate_config(config)
 
     from iic.data.clustering import load_cluster_data
@@ -86,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     print(f"\ntrained in {elapsed:.0f} s")
     print(format_results(results))
-    if config.preset in PAPER_ACCURACY:
+    if config.preset in PAPER_ACCURACY and CLUSTER_PRESETS[config.preset].get("dataset") == config.dataset:
         print(f"(paper, {config.preset}: {PAPER_ACCURACY[config.preset]}%)")
     print(f"run directory: {run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
     return 0
@@ -101,13 +108,17 @@ def validate_config(config) -> None:
         (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
         (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
-        (config.lr > 0, f"lr must be positive, got {config.lr}"),
+        (0 < config.lr < math.inf, f"lr must be positive and finite, got {config.lr}"),
         (config.lamb_a > 0 and config.lamb_b > 0, "lamb_a and lamb_b must be positive"),
         (config.channels in (1, 3), f"channels must be 1 or 3, got {config.channels}"),
         (0 < config.crop_size <= config.image_size, f"crop_size must be in 1..image_size ({config.image_size}), got {config.crop_size}"),
         (0 < config.eval_crop_size <= config.image_size, f"eval_crop_size must be in 1..image_size ({config.image_size}), got {config.eval_crop_size}"),
-        (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1], f"tf_crop_sizes must be increasing and positive, got {config.tf_crop_sizes}"),
+        (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
+         f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
         (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
+        (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
+        (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
+        (0 <= config.max_minutes < math.inf, f"max_minutes must be 0 (no limit) or positive, got {config.max_minutes}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -125,7 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     module, ckpt = load_module(args.run)
     config = module.config
     changes = {k: v for k, v in (("dataset", args.dataset), ("data_path", args.data_path), ("protocol", args.protocol)) if v}
-    config = dataclasses.replace(config, **changes, accelerator="cpu" if args.cpu else config.accelerator)
+    # This machine's accelerator, not the one the model was trained on.
+    config = dataclasses.replace(config, **changes, accelerator="cpu" if args.cpu else "auto")
+    check_output_file(args.out)
     data = load_cluster_data(config)
     results = evaluate(module, data.evaluation, config)
     print(f"iic evaluate: {ckpt} on {config.dataset} ({len(data.evaluation)} images, protocol {config.protocol})")
@@ -134,6 +147,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_yaml(Path(args.out), results)
         print(f"results written to {args.out}")
     return 0
+
+
+def check_output_file(path: str | None) -> None:
+    if path and Path(path).is_dir():
+        raise IICError(f"--out {path} is a directory: give a file name")
 
 
 # --- iic predict ----------------------------------------------------------------------------------------
@@ -147,6 +165,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from iic.engine import load_module, predict_probs
 
     module, _ = load_module(args.checkpoint)
+    check_output_file(args.out)
     files = expand_image_paths(args.images)
     size = module.config.image_size
     images = images_from_array(np.stack([load_image(f, module.channels, (size, size)) for f in files]), "images")
@@ -172,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
-    train.add_argument("--preset", default="digits", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: digits)")
+    train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, else digits)")
     train.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

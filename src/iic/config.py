@@ -130,6 +130,8 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
                     return False
                 raise ValueError
             return bool(value)
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         return kind(value)
@@ -193,12 +195,14 @@ def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
 
 
-def resolve_config(cls: type[C], presets: dict[str, dict[str, Any]], preset: str, yaml_path: str | None,
+def resolve_config(cls: type[C], presets: dict[str, dict[str, Any]], preset: str | None, yaml_path: str | None,
                    overrides: dict[str, Any]) -> C:
-    """Preset, then the YAML file, then command-line flags: each later one wins."""
+    """Preset, then the YAML file, then command-line flags: each later one wins. Without a preset, the YAML
+    file's ``preset`` names it, else the config class's default."""
+    values = read_yaml(yaml_path) if yaml_path else {}
+    preset = preset or values.get("preset") or cls().preset
     if preset not in presets:
         raise IICError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
     config = config_from_dict(cls, {**presets[preset], "preset": preset})
-    if yaml_path:
-        config = config_from_dict(cls, read_yaml(yaml_path), config)
+    config = config_from_dict(cls, {**values, "preset": preset}, config)
     return config_from_dict(cls, overrides, config)

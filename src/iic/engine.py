@@ -1,9 +1,11 @@
 """Training engine: a LightningModule for IIC clustering and the Trainer/run-directory plumbing."""
 
+import csv
+import io
 import math
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,8 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -123,6 +126,9 @@ class ClusterModule(L.LightningModule):
     def close_pass(self) -> None:
         """Record each sub-head's mean loss over the pass just trained (the reported sub-head and val/loss follow it)."""
         for head, total in self._loss_sums.items():
+            if not torch.isfinite(total).all():
+                raise IICError(f"training diverged: head {head}'s loss became NaN or infinite in pass {self.current_epoch + 1} "
+                               f"(lr {self.config.lr:g}; try a lower --lr)")
             self.subhead_losses(head).copy_(total / self._loss_counts[head])
 
     # --- evaluation -------------------------------------------------------------------------------
@@ -210,6 +216,14 @@ def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 
 
 # --- trainer and run directory ----------------------------------------------------------------------
 
+class SessionTimer(Timer):
+    """``max_minutes`` is the budget of each invocation: a resumed run gets it afresh, instead of restoring the
+    time already spent (which would stop a run resumed after its time limit at once)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
 def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
     """A fresh run directory; DDP's worker processes (which re-run the command) reuse the one of rank 0."""
     if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("IIC_RUN_DIR"):
@@ -221,6 +235,8 @@ def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
 
 def _fresh_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise IICError(f"--out-dir {out_dir} is a file, not a directory")
     run_dir = Path(out_dir) / (name or f"{preset}-{stamp}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
@@ -255,12 +271,14 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
         pass
     # Two callbacks: Lightning's save_last refreshes last.ckpt only when the monitored loss improves,
     # so an unmonitored one keeps last.ckpt the latest model (what --resume and `iic evaluate RUN` read).
-    checkpoints = [
+    callbacks: list = [
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss", mode="min",
                         save_top_k=1, auto_insert_metric_name=False),
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
                         enable_version_counter=False),
     ]
+    if config.max_minutes > 0:
+        callbacks.append(SessionTimer(duration=timedelta(minutes=config.max_minutes), interval="step"))
     devices = parse_devices(config.devices)
     multi = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
     # Batch statistics over the global batch, as on one device; torch's SyncBatchNorm runs on GPUs only.
@@ -272,14 +290,13 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
             accelerator=config.accelerator, devices=devices, precision=config.precision,
             strategy="ddp_find_unused_parameters_true" if multi else "auto",  # the idle head has no gradient
             sync_batchnorm=multi and on_gpu,
-            max_epochs=max_epochs, logger=loggers, callbacks=checkpoints,
+            max_epochs=max_epochs, logger=loggers, callbacks=callbacks,
             check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
             enable_progress_bar=enable_progress_bar, log_every_n_steps=10,
-            max_time={"minutes": config.max_minutes} if config.max_minutes > 0 else None, enable_model_summary=False,
-            default_root_dir=str(run_dir),
+            enable_model_summary=False, default_root_dir=str(run_dir),
         )
-    except (ValueError, RuntimeError) as exc:  # Lightning's MisconfigurationException is a ValueError
+    except (ValueError, RuntimeError, ImportError, MisconfigurationException) as exc:  # e.g. an accelerator not here
         raise IICError(f"cannot set up training: {str(exc).splitlines()[0]}") from None
 
 
@@ -287,12 +304,61 @@ def write_yaml(path: Path, values: dict[str, Any]) -> None:
     atomic_write_bytes(path, yaml.safe_dump(values, sort_keys=False).encode())
 
 
+def read_metric_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def restore_metric_history(path: Path, earlier: list[dict[str, str]]) -> None:
+    """Put a resumed run's earlier rows back in front of the new ones (Lightning's CSVLogger starts metrics.csv
+    afresh); rows from the part of a pass that was trained again after the resume are dropped."""
+    rows = read_metric_rows(path)
+    first_new_step = min((int(r["step"]) for r in rows if r.get("step")), default=None)
+    if first_new_step is not None:
+        earlier = [r for r in earlier if not r.get("step") or int(r["step"]) < first_new_step]
+    rows = earlier + rows
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def check_resumable(module: L.LightningModule, checkpoint: Path) -> None:
+    """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config builds."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    except Exception as exc:  # a damaged file, or e.g. another k_b or widths given as flags
+        raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
+                       f"({exc.__class__.__name__}); architecture settings cannot change on --resume") from None
+
+
+def fit_with_history(trainer: L.Trainer, run_dir: Path, resume_from: Path | None, *fit_args, **fit_kwargs) -> None:
+    """``trainer.fit`` that keeps a resumed run's metrics history and turns Lightning's Ctrl-C exit back into
+    KeyboardInterrupt (Lightning ends the process with exit code 1 and no word)."""
+    earlier = read_metric_rows(run_dir / "metrics.csv") if resume_from is not None else []
+    try:
+        trainer.fit(*fit_args, ckpt_path=str(resume_from) if resume_from is not None else None, **fit_kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if earlier and trainer.is_global_zero:
+            restore_metric_history(run_dir / "metrics.csv", earlier)
+
+
 def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = False,
         enable_progress_bar: bool = True) -> tuple[ClusterModule, dict[str, Any]]:
     """Train per ``config`` in ``run_dir``, evaluate the final model, and return it with its results."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise IICError(f"cannot resume: no checkpoint at {last}")
     L.seed_everything(config.seed, workers=True, verbose=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    # Model and Trainer first: a bad backbone, precision or device fails before the run directory is made.
     module = ClusterModule(config_to_dict(config), data.channels, data.evaluation.num_classes)
     datamodule = ClusterDataModule(config, data)
     datamodule.module = module
@@ -300,14 +366,16 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     trainer = build_trainer(config, run_dir, max_epochs=config.epochs * passes,
                             check_val_every_n_epoch=max(config.eval_every, 1),
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
-    ckpt_path = None
     if resume:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise IICError(f"cannot resume: no checkpoint at {last}")
-        ckpt_path = str(last)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        check_resumable(module, last)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    fit_with_history(trainer, run_dir, last if resume else None, module, datamodule=datamodule)
     trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
+    # Validation (and so the last checkpoint) can skip the final passes (eval_every > 1, or max_minutes
+    # stopping mid-pass): last.ckpt is written again so that it always holds the final model.
+    trainer.save_checkpoint(last)
     results = module.last_results
     if trainer.is_global_zero:
         write_yaml(run_dir / "results.yaml", results)
@@ -335,6 +403,8 @@ def load_module(path: str | os.PathLike) -> tuple[ClusterModule, Path]:
 @torch.no_grad()
 def predict_probs(module: ClusterModule, images: torch.Tensor, head: str = "B", batch_size: int = 512) -> torch.Tensor:
     """Cluster probabilities (n × k) of the head's reported (lowest-loss) sub-head for uint8 images."""
+    if head == "A" and module.config.k_a == 0:
+        raise IICError("this model has no head A (it was trained with k_a = 0)")
     module.eval()
     subhead = module.reported_subhead(head)
     device = next(module.parameters()).device
@@ -346,9 +416,25 @@ def predict_probs(module: ClusterModule, images: torch.Tensor, head: str = "B", 
 
 
 def evaluate(module: ClusterModule, evaluation: ImageSet, config: ClusterConfig) -> dict[str, Any]:
-    """Scores of every sub-head of every head on ``evaluation`` (one process, no logging)."""
+    """Scores of every sub-head of every head on ``evaluation`` (one process, no logging), in float32 on
+    ``config.accelerator``; images with another channel count than the model's are converted."""
     module.set_num_classes(evaluation.num_classes if evaluation.labels is not None else 0)
-    trainer = L.Trainer(accelerator=config.accelerator, devices=1, precision=config.precision, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    images = match_channels(evaluation.images, module.channels)
+    evaluation = ImageSet(images, evaluation.labels, evaluation.class_names)
+    try:
+        trainer = L.Trainer(accelerator=config.accelerator, devices=1, precision="32-true", logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    except (ValueError, RuntimeError, MisconfigurationException) as exc:
+        raise IICError(f"cannot set up evaluation: {str(exc).splitlines()[0]}") from None
     trainer.validate(module, dataloaders=evaluation_loader(evaluation, config.num_workers), verbose=False)
     return module.last_results
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 N × C × H × W images as greyscale (ITU-R 601 luma) or RGB (grey repeated) for a model of ``channels``."""
+    if images.shape[1] == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)

@@ -57,7 +57,8 @@ def plot_curves(metrics_csv: Path, path: Path) -> None:
             ax_loss.plot(*zip(*points), style, marker=".", label=key.split("/")[1])
     ax_loss.set_xlabel("pass over the data")
     ax_loss.set_ylabel("IIC loss")
-    ax_loss.legend()
+    if ax_loss.lines:
+        ax_loss.legend()
     for key, label in (("val/acc_B", "head B (reported sub-head)"), ("val/acc_A", "head A (many-to-one)"),
                        ("val/best_label_acc_B", "head B (best by labels)")):
         points = [(r["epoch"], r[key]) for r in rows if key in r]

@@ -5,6 +5,8 @@ superclasses and STL-10 through torchvision, ``.npz`` arrays, and folders of ima
 """
 
 import pickle
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,16 +53,21 @@ def concat(*sets: ImageSet) -> ImageSet:
 
 
 def images_from_array(array: np.ndarray, source: str, channels_last: bool = True) -> torch.Tensor:
-    """An N × H × W or N × H × W × C (N × C × H × W if not channels_last) array as a uint8 tensor N × C × H × W."""
+    """An N × H × W, N × H × W × C or N × C × H × W array (C = 1 or 3) as a uint8 tensor N × C × H × W.
+
+    With ``channels_last`` a 4-d array is read as N × H × W × C unless only its second axis can hold the channels;
+    without it, as N × C × H × W.
+    """
     array = np.asarray(array)
+    shape = array.shape  # as given, for the messages
     if array.ndim == 3:
-        array = array[..., None] if channels_last else array[:, None]
-    if array.ndim != 4:
-        raise IICError(f"{source}: expected images shaped N×H×W or N×H×W×C, got shape {array.shape}")
-    if channels_last:
+        array = array[:, None]
+    elif array.ndim != 4:
+        raise IICError(f"{source}: expected images shaped N×H×W, N×H×W×C or N×C×H×W, got shape {shape}")
+    elif channels_last and (shape[3] in (1, 3) or shape[1] not in (1, 3)):
         array = array.transpose(0, 3, 1, 2)
     if array.shape[1] not in (1, 3):
-        raise IICError(f"{source}: expected 1 or 3 channels, got shape {array.shape}")
+        raise IICError(f"{source}: expected 1 or 3 channels, got shape {shape}")
     if array.shape[0] == 0:
         raise IICError(f"{source}: contains no images")
     if array.dtype != np.uint8:
@@ -77,14 +84,25 @@ def images_from_array(array: np.ndarray, source: str, channels_last: bool = True
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def labels_from_array(array: np.ndarray, count: int, source: str) -> torch.Tensor:
+def labels_from_array(array: np.ndarray, count: int, source: str) -> np.ndarray:
     array = np.asarray(array)
     if array.shape != (count,):
         raise IICError(f"{source}: expected {count} labels, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (array != np.round(array)).any():
             raise IICError(f"{source}: labels must be whole numbers (got dtype {array.dtype}, or NaN/fractional values)")
-    return torch.from_numpy(array.astype(np.int64))
+    return array.astype(np.int64)
+
+
+def consecutive_labels(*splits: np.ndarray) -> tuple[list[torch.Tensor], list[str]]:
+    """Label values as class ids 0…C−1 by one mapping for all splits, and the values as class names.
+
+    A negative value means "no label" (as −1 does in evaluation, which skips it) and becomes −1.
+    """
+    values = np.unique(np.concatenate(splits))
+    values = values[values >= 0]
+    ids = [torch.from_numpy(np.where(y >= 0, np.searchsorted(values, y), -1)) for y in splits]
+    return ids, [str(v) for v in values]
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -175,26 +193,48 @@ def stl10(config: ClusterConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
     return tuple(out)  # type: ignore[return-value]
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The x/y arrays of an .npz file and the names of all its arrays, or one clear error if it is not a readable .npz."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        # np.load takes any other file for a pickle, and an .npy for one bare array: say what the file is instead.
+        if magic == b"\x93NUMPY":
+            raise IICError(f"{path} is a single .npy array, not an .npz archive of x_train/y_train arrays (numpy.savez writes one)")
+        if not magic.startswith(b"PK"):
+            raise IICError(f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in NPZ_KEYS if key in npz.files}, sorted(npz.files)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise IICError(f"cannot read {path} as .npz arrays: {exc.__class__.__name__}: {exc}") from None
+
+
 def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:
-    """``x_train``/``y_train`` (and optionally ``x_test``/``y_test``) arrays, like ../shared/datasets/mnist.npz."""
+    """``x_train``/``y_train`` (and optionally ``x_test``/``y_test``) arrays, like ../shared/datasets/mnist.npz.
+
+    Labels may be any whole numbers: they become class ids 0…C−1 (the same for both splits).
+    """
     if not path.is_file():
         raise IICError(f"no such file: {path}")
-    try:
-        arrays = np.load(path, allow_pickle=False)
-        keys = set(arrays.files)
-    except (ValueError, OSError) as exc:
-        raise IICError(f"cannot read {path} as .npz arrays: {exc}") from None
-    if "x_train" not in keys:
-        raise IICError(f"{path} has no 'x_train' array (found: {', '.join(sorted(keys)) or 'none'})")
-    sets = []
-    for split in ("train", "test"):
-        if f"x_{split}" not in keys:
-            sets.append(None)
-            continue
-        images = images_from_array(arrays[f"x_{split}"], f"{path.name}:x_{split}")
-        labels = labels_from_array(arrays[f"y_{split}"], len(images), f"{path.name}:y_{split}") if f"y_{split}" in keys else None
-        sets.append(ImageSet(images, labels))
-    return sets[0], sets[1]
+    arrays, keys = read_npz(path)
+    if "x_train" not in arrays:
+        raise IICError(f"{path} has no 'x_train' array (found: {', '.join(keys) or 'none'})")
+    splits = [split for split in ("train", "test") if f"x_{split}" in arrays]
+    labelled = [split for split in splits if f"y_{split}" in arrays]
+    if labelled and labelled != splits:
+        missing = next(split for split in splits if split not in labelled)
+        raise IICError(f"{path} has y_{labelled[0]} but no y_{missing}: give labels for both splits or for neither")
+    images = [images_from_array(arrays[f"x_{split}"], f"{path.name}:x_{split}") for split in splits]
+    if labelled:
+        raw = [labels_from_array(arrays[f"y_{split}"], len(x), f"{path.name}:y_{split}") for split, x in zip(splits, images)]
+        labels, names = consecutive_labels(*raw)
+        sets = [ImageSet(x, y, names) for x, y in zip(images, labels)]
+    else:
+        sets = [ImageSet(x, None) for x in images]
+    return sets[0], sets[1] if len(sets) > 1 else None
 
 
 def image_folder(path: Path, channels: int, size: int) -> ImageSet:

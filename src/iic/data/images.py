@@ -56,6 +56,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return image.copy()
+    except Image.DecompressionBombError as exc:
+        raise IICError(f"cannot read image {path}: too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise IICError(f"cannot read image {path}: corrupt or not an image ({exc.__class__.__name__})") from None
 

@@ -21,7 +21,7 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     train = commands.add_parser("train", help="train a segmentation network without labels",
                                 description="Train with the paper's settings for a preset; every value can be overridden. "
                                             "With no arguments: a small embedded demo that needs no download.")
-    train.add_argument("--preset", default="demo", help=f"one of: {', '.join(SEGMENT_PRESETS)} (default: demo)")
+    train.add_argument("--preset", help=f"one of: {', '.join(SEGMENT_PRESETS)} (default: the --config file's preset, else demo)")
     train.add_argument("--config", dest="config_file", help="YAML file of settings applied over the preset")
     train.add_argument("--resume", metavar="CKPT_OR_RUN", help="continue the run of this checkpoint or run directory (its settings, with any flags given applied)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict, save_config
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import build_trainer, new_run_dir
+from iic.engine import build_trainer, check_resumable, fit_with_history, new_run_dir
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
@@ -332,8 +332,6 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         run_dir = resume.parent.parent
     else:
         run_dir = new_run_dir(config.out_dir, config.name, f"segment-{config.preset}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
     class_names = eval_source.class_names if eval_source is not None else train_source.class_names
     module = SegmentationModule(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
     train_loader = torch.utils.data.DataLoader(
@@ -346,10 +344,12 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
     trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
                             reload_dataloaders=False, enable_progress_bar=progress)
-    earlier_metrics = read_metrics(run_dir / "metrics.csv") if resume is not None else []
-    trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
-    if earlier_metrics and trainer.is_global_zero:  # CSVLogger starts metrics.csv afresh: put the earlier rows back
-        write_metrics(run_dir / "metrics.csv", earlier_metrics + read_metrics(run_dir / "metrics.csv"))
+    if resume is not None:
+        check_resumable(module, resume)
+    if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    fit_with_history(trainer, run_dir, resume, module, train_loader, eval_loader)
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
     # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -361,26 +361,6 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
             sort_keys=False).encode())
     write_segmentation_figure(run_dir / "segmentation.png", module, eval_source or train_source, config)
     return TrainResult(run_dir, scores, module)
-
-
-def read_metrics(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
-    import csv
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -400,7 +380,7 @@ def load_module(checkpoint_path: str | Path) -> SegmentationModule:
         hyper = checkpoint["hyper_parameters"]
         module = SegmentationModule(**hyper)
         module.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError, TypeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # torch/pickle raise many types for a foreign or damaged file
         raise IICError(f"{path} is not an iic segmentation checkpoint ({exc.__class__.__name__})") from None
     if isinstance(checkpoint.get("history"), list):
         module.history = checkpoint["history"]

@@ -1,0 +1,159 @@
+"""Bad or unusual data files: corrupt archives, decompression bombs, sparse or partial labels, channels-first arrays."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iic.config import ClusterConfig
+from iic.data.clustering import image_folder, images_from_array, load_cluster_data, npz_arrays
+from iic.data.images import load_image, open_image
+from iic.errors import IICError
+
+SMALL = dict(image_size=8, crop_size=8, eval_crop_size=8, k_b=2, k_a=3)
+
+
+def save_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def images(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (n, 8, 8), dtype=np.uint8)
+
+
+# --- files that are not .npz archives ------------------------------------------------------------------
+
+def truncated_npz(path):
+    whole = save_npz(path.with_name("whole.npz"), x_train=images(4)).read_bytes()
+    path.write_bytes(whole[:200])
+
+
+def corrupt_member(path):
+    np.savez_compressed(path, x_train=images(40))
+    data = bytearray(path.read_bytes())
+    data[100:140] = bytes(b ^ 0xFF for b in data[100:140])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("hello, not an archive\n"), "is not an .npz archive"),
+        (lambda p: p.write_bytes(b""), "is not an .npz archive"),
+        (lambda p: p.write_bytes(b"PK\x03\x04garbage"), "BadZipFile"),
+        (truncated_npz, "BadZipFile"),
+        (corrupt_member, "cannot read"),
+        (lambda p: np.save(p.with_suffix(".npy"), images(4)) or p.with_suffix(".npy").rename(p), "single .npy array"),
+        (lambda p: np.savez(p, x_train=np.array([None] * 4, dtype=object)), "Object arrays"),
+    ],
+    ids=["text", "empty", "zip-magic-garbage", "truncated", "corrupt-member", "npy-renamed", "object-array"],
+)
+def test_unreadable_npz_is_one_clear_error(tmp_path, make, message):
+    path = tmp_path / "data.npz"
+    make(path)
+    with pytest.raises(IICError, match=message) as info:
+        npz_arrays(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_npy_file_given_as_data_path(tmp_path):
+    path = tmp_path / "data.npy"
+    np.save(path, images(4))
+    with pytest.raises(IICError, match="single .npy array"):
+        load_cluster_data(ClusterConfig(dataset="npz", data_path=str(path), **SMALL))
+
+
+@pytest.mark.parametrize("name", ["renamed.npz", "array.npy"])
+def test_cli_reports_an_unreadable_npz_in_one_line(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, images(4))
+    else:
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    out = tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-m", "iic", "train", "--dataset", "npz", "--data-path", str(path),
+                             "--out-dir", str(out)], capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("iic: error:"), result.stderr
+    assert str(path) in lines[0] and not out.exists()
+
+
+# --- decompression bombs -----------------------------------------------------------------------------
+
+def test_image_over_the_pixel_limit_is_one_clear_error(tmp_path, monkeypatch):
+    Image.new("1", (100, 100)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses images over twice this
+    for read in (open_image, lambda p: load_image(p, 1, (8, 8)), lambda p: image_folder(p.parent, 1, 8)):
+        with pytest.raises(IICError, match=r"cannot read image .*big\.png: too large") as info:
+            read(tmp_path / "big.png")
+        assert "\n" not in str(info.value)
+
+
+# --- labels ------------------------------------------------------------------------------------------
+
+def test_sparse_labels_become_consecutive_ids_shared_by_both_splits(tmp_path):
+    path = save_npz(tmp_path / "sparse.npz", x_train=images(6), y_train=[0, 7, 10**9, 0, 7, 10**9],
+                    x_test=images(3), y_test=[7, 7, 10**9])
+    train, test = npz_arrays(path)
+    assert train.labels.tolist() == [0, 1, 2, 0, 1, 2] and test.labels.tolist() == [1, 1, 2]
+    assert train.num_classes == test.num_classes == 3
+    data = load_cluster_data(ClusterConfig(dataset="npz", data_path=str(path), **SMALL))
+    assert data.evaluation.num_classes == 3 and data.evaluation.labels.tolist() == [0, 1, 2, 0, 1, 2, 1, 1, 2]
+
+
+def test_test_split_missing_a_class_still_counts_every_class(tmp_path):
+    path = save_npz(tmp_path / "l.npz", x_train=images(4), y_train=[0, 1, 7, 7], x_test=images(2), y_test=[0, 7])
+    data = load_cluster_data(ClusterConfig(dataset="npz", data_path=str(path), protocol="split", **SMALL))
+    assert data.evaluation.labels.tolist() == [0, 2] and data.evaluation.num_classes == 3
+
+
+def test_negative_labels_mean_no_label(tmp_path):
+    path = save_npz(tmp_path / "neg.npz", x_train=images(5), y_train=[-1, 3, 5, -7, 3])
+    train, _ = npz_arrays(path)
+    assert train.labels.tolist() == [-1, 0, 1, -1, 0] and train.num_classes == 2
+    unlabelled, _ = npz_arrays(save_npz(tmp_path / "none.npz", x_train=images(2), y_train=[-1, -1]))
+    assert unlabelled.num_classes == 0
+
+
+def test_float_labels_are_remapped_too(tmp_path):
+    train, _ = npz_arrays(save_npz(tmp_path / "f.npz", x_train=images(3), y_train=np.array([2.0, 4.0, 2.0])))
+    assert train.labels.dtype == torch.int64 and train.labels.tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("present, missing", [("train", "test"), ("test", "train")])
+def test_labels_for_only_one_split_are_an_error(tmp_path, present, missing):
+    path = save_npz(tmp_path / "partial.npz", x_train=images(4), x_test=images(2),
+                    **{f"y_{present}": np.zeros(4 if present == "train" else 2, np.int64)})
+    with pytest.raises(IICError, match=f"has y_{present} but no y_{missing}"):
+        npz_arrays(path)
+
+
+def test_unlabelled_npz_with_both_splits(tmp_path):
+    train, test = npz_arrays(save_npz(tmp_path / "u.npz", x_train=images(4), x_test=images(2)))
+    assert train.labels is None and test.labels is None and train.num_classes == 0
+
+
+# --- channels-first arrays ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_first_npz_is_accepted(tmp_path, channels):
+    x = np.random.default_rng(0).integers(0, 255, (400, channels, 8, 10), dtype=np.uint8)
+    train, _ = npz_arrays(save_npz(tmp_path / "cf.npz", x_train=x))
+    assert torch.equal(train.images, torch.from_numpy(x))
+
+
+def test_channels_last_wins_when_both_readings_fit():
+    x = np.arange(2 * 3 * 8 * 3, dtype=np.uint8).reshape(2, 3, 8, 3)  # 3×8 images with 3 channels, last axis
+    assert torch.equal(images_from_array(x, "x"), torch.from_numpy(x.transpose(0, 3, 1, 2)))
+
+
+@pytest.mark.parametrize("shape", [(400, 2, 8, 8), (400, 8, 8, 5), (4, 5, 8, 8, 1)])
+def test_rejected_shapes_are_shown_as_given(tmp_path, shape):
+    path = save_npz(tmp_path / "bad.npz", x_train=np.zeros(shape, np.uint8))
+    with pytest.raises(IICError, match=f"got shape {re.escape(str(shape))}"):
+        npz_arrays(path)
