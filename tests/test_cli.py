@@ -55,9 +55,9 @@ def test_evaluate_round_trip(trained_run, capsys):
 def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
     arrays = np.load(three_digit_npz)
     folder = tmp_path / "new"
-    folder.mkdir()
-    for i in range(6):
-        Image.fromarray(arrays["x_test"][i]).resize((32, 32)).convert("RGB").save(folder / f"{i}.png")
+    (folder / "more").mkdir(parents=True)
+    for i in range(6):  # images in a sub-folder are found too
+        Image.fromarray(arrays["x_test"][i]).resize((32, 32)).convert("RGB").save(folder / ("more" if i > 3 else "") / f"{i}.png")
     out = tmp_path / "clusters.csv"
     assert main(["predict", str(trained_run / "checkpoints" / "last.ckpt"), str(folder), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))

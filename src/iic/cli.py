@@ -166,7 +166,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     module, _ = load_module(args.checkpoint)
     check_output_file(args.out)
-    files = expand_image_paths(args.images)
+    files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
     size = module.config.image_size
     images = images_from_array(np.stack([load_image(f, module.channels, (size, size)) for f in files]), "images")
     probs = predict_probs(module, images, head=args.head)

@@ -31,13 +31,14 @@ def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list
     return files
 
 
-def expand_image_paths(paths: list[str | os.PathLike]) -> list[Path]:
-    """Files and folders (their images, sorted) given on a command line, as one list of image files."""
+def expand_image_paths(paths: list[str | os.PathLike], recursive: bool = False) -> list[Path]:
+    """Files and folders (their images, sorted; with ``recursive`` also those in sub-folders) given on a command
+    line, as one list of image files."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(list_image_files(path))
+            files.extend(list_image_files(path, recursive))
         elif path.is_file():
             files.append(path)
         else:
