@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_to_dict, resolve_config
-from iic.engine import ClusterModule, match_channels, predict_probs
+from iic.engine import ClusterModule, predict_probs
 from iic.errors import IICError
 
 
@@ -18,15 +18,15 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error():
     assert module.reported_subhead("B") == 1
 
 
-def test_match_channels_converts_grey_and_rgb():
-    grey = torch.tensor([[[[0, 255], [100, 7]]]], dtype=torch.uint8)
-    rgb = match_channels(grey, 3)
-    assert rgb.shape == (1, 3, 2, 2) and all(torch.equal(rgb[:, c : c + 1], grey) for c in range(3))
-    assert torch.equal(match_channels(rgb, 1), grey)  # luma weights sum to 1
-    red = torch.zeros(1, 3, 1, 1, dtype=torch.uint8)
-    red[:, 0] = 200
-    assert match_channels(red, 1).item() == round(0.299 * 200)
-    assert match_channels(grey, 1) is grey
+def test_evaluate_converts_images_to_the_models_channels():
+    from iic.data.clustering import ImageSet
+    from iic.engine import evaluate
+
+    config = ClusterConfig(k_b=3, k_a=0, num_subheads=1, channels=3)
+    module = ClusterModule(config_to_dict(config), channels=3)
+    grey = ImageSet(torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8), torch.arange(12) % 3)
+    results = evaluate(module, grey, config)  # an RGB model scored on greyscale digits
+    assert 0 < results["B"]["reported"]["acc"] <= 1
 
 
 def test_predict_on_a_missing_head_a_is_an_error():

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
-from iic.data.clustering import ClusterData, ImageSet
+from iic.data.clustering import ClusterData, ImageSet, match_channels
 from iic.data.images import atomic_write_bytes
 from iic.errors import IICError
 from iic.heads import IICNet
@@ -429,12 +429,3 @@ def evaluate(module: ClusterModule, evaluation: ImageSet, config: ClusterConfig)
     trainer.validate(module, dataloaders=evaluation_loader(evaluation, config.num_workers), verbose=False)
     return module.last_results
 
-
-def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 N × C × H × W images as greyscale (ITU-R 601 luma) or RGB (grey repeated) for a model of ``channels``."""
-    if images.shape[1] == channels:
-        return images
-    if channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
-    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
