@@ -58,6 +58,8 @@ def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
     (folder / "more").mkdir(parents=True)
     for i in range(6):  # images in a sub-folder are found too
         Image.fromarray(arrays["x_test"][i]).resize((32, 32)).convert("RGB").save(folder / ("more" if i > 3 else "") / f"{i}.png")
+    (folder / ".ipynb_checkpoints").mkdir()  # hidden folders are not
+    Image.fromarray(arrays["x_test"][0]).save(folder / ".ipynb_checkpoints" / "0.png")
     out = tmp_path / "clusters.csv"
     assert main(["predict", str(trained_run / "checkpoints" / "last.ckpt"), str(folder), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
@@ -165,6 +167,19 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):
     result = run_cli(*args, "--out-dir", str(tmp_path)) if args[0] == "train" else run_cli(*args)
     assert_one_line_error(result, fragment)
     assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+def test_resuming_a_finished_run_keeps_a_well_formed_history(trained_run):
+    steps_before = sorted({int(row["step"]) for row in csv.DictReader((trained_run / "metrics.csv").open())})
+    # No epochs added (nothing to train) and another batch size (other logging steps): the final validation
+    # still logs after the fit, and every row must stay aligned with the header.
+    assert main(["train", "--resume", str(trained_run), "--no-progress", "--batch-size", "50"]) == 0
+    header, *rows = list(csv.reader((trained_run / "metrics.csv").open()))
+    assert rows and all(len(row) == len(header) for row in rows)
+    records = [dict(zip(header, row)) for row in rows]
+    assert set(steps_before) - {max(steps_before)} <= {int(r["step"]) for r in records}
+    assert records[-1]["val/acc_B"] != ""
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--preset", "mnist"), "cannot change on --resume")
 
 
 def test_resume_with_another_architecture_is_refused(trained_run):

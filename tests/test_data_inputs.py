@@ -112,12 +112,10 @@ def test_test_split_missing_a_class_still_counts_every_class(tmp_path):
     assert data.evaluation.labels.tolist() == [0, 2] and data.evaluation.num_classes == 3
 
 
-def test_negative_labels_mean_no_label(tmp_path):
-    path = save_npz(tmp_path / "neg.npz", x_train=images(5), y_train=[-1, 3, 5, -7, 3])
+def test_negative_labels_are_classes_too(tmp_path):
+    path = save_npz(tmp_path / "pm.npz", x_train=images(5), y_train=[-1, 1, 1, -1, 1])  # a ±1 labelling: two classes
     train, _ = npz_arrays(path)
-    assert train.labels.tolist() == [-1, 0, 1, -1, 0] and train.num_classes == 2
-    unlabelled, _ = npz_arrays(save_npz(tmp_path / "none.npz", x_train=images(2), y_train=[-1, -1]))
-    assert unlabelled.num_classes == 0
+    assert train.labels.tolist() == [0, 1, 1, 0, 1] and train.num_classes == 2 and train.class_names == ["-1", "1"]
 
 
 def test_float_labels_are_remapped_too(tmp_path):

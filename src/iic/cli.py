@@ -61,6 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_args(args, ClusterConfig)
     if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
+        fixed = [f"--{key.replace('_', '-')}" for key in ("preset", "out_dir", "name") if key in overrides]
+        if fixed:
+            raise IICError(f"{', '.join(fixed)} cannot change on --resume: the run keeps its directory and preset")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise IICError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
@@ -118,7 +121,7 @@ def validate_config(config) -> None:
         (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
         (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
         (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
-        (0 <= config.max_minutes < math.inf, f"max_minutes must be 0 (no limit) or positive, got {config.max_minutes}"),
+        (0 <= config.max_minutes <= 1e7, f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
     ]
     for ok, message in checks:
         if not ok:

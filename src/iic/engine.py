@@ -5,6 +5,7 @@ import io
 import math
 import os
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -311,44 +312,66 @@ def read_metric_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def restore_metric_history(path: Path, earlier: list[dict[str, str]]) -> None:
-    """Put a resumed run's earlier rows back in front of the new ones (Lightning's CSVLogger starts metrics.csv
-    afresh); rows from the part of a pass that was trained again after the resume are dropped."""
-    rows = read_metric_rows(path)
-    first_new_step = min((int(r["step"]) for r in rows if r.get("step")), default=None)
-    if first_new_step is not None:
-        earlier = [r for r in earlier if not r.get("step") or int(r["step"]) < first_new_step]
-    rows = earlier + rows
+def restore_metric_history(path: Path, earlier: list[dict[str, str]], resumed_step: int) -> None:
+    """Put a resumed run's earlier rows (those logged before its checkpoint's step) back in front of the new ones."""
+    def step(row: dict[str, str]) -> float:
+        try:
+            return float(row.get("step") or "nan")
+        except ValueError:
+            return math.nan
+
+    rows = [r for r in earlier if step(r) < resumed_step] + read_metric_rows(path)
+    columns = sorted({key for row in rows for key in row if key})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+@contextmanager
+def kept_metrics_history(trainer: L.Trainer, run_dir: Path, resume_from: Path | None):
+    """Lightning's CSVLogger starts metrics.csv afresh on resume: the earlier rows are put back when the block
+    (every Trainer call that logs) is over."""
+    earlier = read_metric_rows(run_dir / "metrics.csv") if resume_from is not None else []
+    try:
+        yield
+    finally:
+        if earlier and trainer.is_global_zero:
+            resumed_step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
+            restore_metric_history(run_dir / "metrics.csv", earlier, resumed_step)
+
+
+@contextmanager
+def lightning_interrupts(trainer: L.Trainer):
+    """Lightning answers Ctrl-C by ending the process (exit code 1, no word): turn that back into KeyboardInterrupt."""
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def check_resumable(module: L.LightningModule, checkpoint: Path) -> None:
     """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config builds."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
-    except Exception as exc:  # a damaged file, or e.g. another k_b or widths given as flags
-        raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
-                       f"({exc.__class__.__name__}); architecture settings cannot change on --resume") from None
-
-
-def fit_with_history(trainer: L.Trainer, run_dir: Path, resume_from: Path | None, *fit_args, **fit_kwargs) -> None:
-    """``trainer.fit`` that keeps a resumed run's metrics history and turns Lightning's Ctrl-C exit back into
-    KeyboardInterrupt (Lightning ends the process with exit code 1 and no word)."""
-    earlier = read_metric_rows(run_dir / "metrics.csv") if resume_from is not None else []
+    except Exception as exc:  # torch/pickle raise many types for a damaged file
+        raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
     try:
-        trainer.fit(*fit_args, ckpt_path=str(resume_from) if resume_from is not None else None, **fit_kwargs)
-    except SystemExit:
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        if earlier and trainer.is_global_zero:
-            restore_metric_history(run_dir / "metrics.csv", earlier)
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:  # e.g. another k_b or other widths given as flags
+        raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
+                       f"({exc.__class__.__name__}); settings of the network cannot change on --resume") from None
+
+
+def make_run_dir(run_dir: Path, config: Any) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+    save_config(config, run_dir / "config.yaml")
 
 
 def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = False,
@@ -369,10 +392,10 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     if resume:
         check_resumable(module, last)
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    fit_with_history(trainer, run_dir, last if resume else None, module, datamodule=datamodule)
-    trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
+        make_run_dir(run_dir, config)
+    with kept_metrics_history(trainer, run_dir, last if resume else None), lightning_interrupts(trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
     # Validation (and so the last checkpoint) can skip the final passes (eval_every > 1, or max_minutes
     # stopping mid-pass): last.ckpt is written again so that it always holds the final model.
     trainer.save_checkpoint(last)
@@ -424,8 +447,9 @@ def evaluate(module: ClusterModule, evaluation: ImageSet, config: ClusterConfig)
     try:
         trainer = L.Trainer(accelerator=config.accelerator, devices=1, precision="32-true", logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    except (ValueError, RuntimeError, MisconfigurationException) as exc:
+    except (ValueError, RuntimeError, ImportError, MisconfigurationException) as exc:
         raise IICError(f"cannot set up evaluation: {str(exc).splitlines()[0]}") from None
-    trainer.validate(module, dataloaders=evaluation_loader(evaluation, config.num_workers), verbose=False)
+    with lightning_interrupts(trainer):
+        trainer.validate(module, dataloaders=evaluation_loader(evaluation, config.num_workers), verbose=False)
     return module.last_results
 

@@ -95,13 +95,10 @@ def labels_from_array(array: np.ndarray, count: int, source: str) -> np.ndarray:
 
 
 def consecutive_labels(*splits: np.ndarray) -> tuple[list[torch.Tensor], list[str]]:
-    """Label values as class ids 0…C−1 by one mapping for all splits, and the values as class names.
-
-    A negative value means "no label" (as −1 does in evaluation, which skips it) and becomes −1.
-    """
+    """Label values (any whole numbers, negative ones too: ±1 is two classes) as class ids 0…C−1 by one mapping
+    for all splits, and the values as class names."""
     values = np.unique(np.concatenate(splits))
-    values = values[values >= 0]
-    ids = [torch.from_numpy(np.where(y >= 0, np.searchsorted(values, y), -1)) for y in splits]
+    ids = [torch.from_numpy(np.searchsorted(values, y)) for y in splits]
     return ids, [str(v) for v in values]
 
 

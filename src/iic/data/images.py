@@ -25,7 +25,8 @@ def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list
     if not folder.is_dir():
         raise IICError(f"not a directory: {folder}")
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p)
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # e.g. .ipynb_checkpoints
     if not files:
         raise IICError(f"no images found in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return files

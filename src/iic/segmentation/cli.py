@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from iic.config import add_config_arguments, config_from_dict, overrides_from_args, resolve_config
+from iic.config import add_config_arguments, config_from_dict, overrides_from_args, read_yaml, resolve_config
 from iic.errors import IICError
 from iic.segmentation.config import PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig, validate_config
 
@@ -61,7 +61,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         from iic.segmentation.engine import load_module
 
-        config = config_from_dict(SegmentConfig, overrides, load_module(args.resume).config)
+        config = load_module(args.resume).config  # the run's settings, then --config, then flags
+        if args.config_file:
+            config = config_from_dict(SegmentConfig, read_yaml(args.config_file), config)
+        config = config_from_dict(SegmentConfig, overrides, config)
     else:
         config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
     validate_config(config)

@@ -19,9 +19,10 @@ import torch
 import yaml
 from PIL import Image
 
-from iic.config import config_from_dict, config_to_dict, save_config
+from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import build_trainer, check_resumable, fit_with_history, new_run_dir
+from iic.engine import (build_trainer, check_resumable, kept_metrics_history, lightning_interrupts, make_run_dir,
+                        new_run_dir)
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
@@ -347,9 +348,9 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     if resume is not None:
         check_resumable(module, resume)
     if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    fit_with_history(trainer, run_dir, resume, module, train_loader, eval_loader)
+        make_run_dir(run_dir, config)
+    with kept_metrics_history(trainer, run_dir, resume), lightning_interrupts(trainer):
+        trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
     # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
