@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_to_dict, resolve_config
+from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict, resolve_config
 from iic.engine import ClusterModule, predict_probs
 from iic.errors import IICError
 
@@ -45,3 +45,11 @@ def test_preset_comes_from_the_config_file_unless_given(tmp_path):
     config = resolve_config(ClusterConfig, CLUSTER_PRESETS, "cifar10", str(path), {})
     assert (config.preset, config.dataset, config.lr) == ("cifar10", "cifar10", 0.001)
     assert resolve_config(ClusterConfig, CLUSTER_PRESETS, None, None, {}).preset == "digits"
+
+
+def test_a_yaml_boolean_is_not_a_number():
+    with pytest.raises(IICError, match="expected int"):
+        config_from_dict(ClusterConfig, {"epochs": True})
+    with pytest.raises(IICError, match="expected float"):
+        config_from_dict(ClusterConfig, {"lr": False})
+    assert config_from_dict(ClusterConfig, {"epochs": 3.0, "flip": "yes"}).epochs == 3
