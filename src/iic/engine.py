@@ -313,14 +313,15 @@ def read_metric_rows(path: Path) -> list[dict[str, str]]:
 
 
 def restore_metric_history(path: Path, earlier: list[dict[str, str]], resumed_step: int) -> None:
-    """Put a resumed run's earlier rows (those logged before its checkpoint's step) back in front of the new ones."""
+    """Put a resumed run's earlier rows (those logged up to its checkpoint's step; later ones belong to a pass
+    that is trained again) back in front of the new ones."""
     def step(row: dict[str, str]) -> float:
         try:
             return float(row.get("step") or "nan")
         except ValueError:
             return math.nan
 
-    rows = [r for r in earlier if step(r) < resumed_step] + read_metric_rows(path)
+    rows = [r for r in earlier if step(r) <= resumed_step] + read_metric_rows(path)
     columns = sorted({key for row in rows for key in row if key})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
@@ -330,15 +331,14 @@ def restore_metric_history(path: Path, earlier: list[dict[str, str]], resumed_st
 
 
 @contextmanager
-def kept_metrics_history(trainer: L.Trainer, run_dir: Path, resume_from: Path | None):
-    """Lightning's CSVLogger starts metrics.csv afresh on resume: the earlier rows are put back when the block
-    (every Trainer call that logs) is over."""
-    earlier = read_metric_rows(run_dir / "metrics.csv") if resume_from is not None else []
+def kept_metrics_history(trainer: L.Trainer, run_dir: Path, resumed_step: int | None):
+    """Lightning's CSVLogger starts metrics.csv afresh on resume (from a checkpoint at ``resumed_step``): the
+    earlier rows are put back when the block (every Trainer call that logs) is over."""
+    earlier = read_metric_rows(run_dir / "metrics.csv") if resumed_step is not None else []
     try:
         yield
     finally:
         if earlier and trainer.is_global_zero:
-            resumed_step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
             restore_metric_history(run_dir / "metrics.csv", earlier, resumed_step)
 
 
@@ -353,10 +353,12 @@ def lightning_interrupts(trainer: L.Trainer):
         raise
 
 
-def check_resumable(module: L.LightningModule, checkpoint: Path) -> None:
-    """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config builds."""
+def check_resumable(module: L.LightningModule, checkpoint: Path) -> int:
+    """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config
+    builds; else return the checkpoint's global step."""
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state, step = saved["state_dict"], int(saved["global_step"])
     except Exception as exc:  # torch/pickle raise many types for a damaged file
         raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
     try:
@@ -364,6 +366,7 @@ def check_resumable(module: L.LightningModule, checkpoint: Path) -> None:
     except (RuntimeError, KeyError) as exc:  # e.g. another k_b or other widths given as flags
         raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
                        f"({exc.__class__.__name__}); settings of the network cannot change on --resume") from None
+    return step
 
 
 def make_run_dir(run_dir: Path, config: Any) -> None:
@@ -389,11 +392,10 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     trainer = build_trainer(config, run_dir, max_epochs=config.epochs * passes,
                             check_val_every_n_epoch=max(config.eval_every, 1),
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
-    if resume:
-        check_resumable(module, last)
+    resumed_step = check_resumable(module, last) if resume else None
     if trainer.is_global_zero:
         make_run_dir(run_dir, config)
-    with kept_metrics_history(trainer, run_dir, last if resume else None), lightning_interrupts(trainer):
+    with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
     # Validation (and so the last checkpoint) can skip the final passes (eval_every > 1, or max_minutes
