@@ -187,6 +187,12 @@ def test_resume_with_another_architecture_is_refused(trained_run):
     assert before == {name: (trained_run / name).read_bytes() for name in before}
 
 
+def test_resume_with_fewer_epochs_than_trained_is_refused(trained_run):
+    before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--epochs", "1"), "give more --epochs")
+    assert before == {name: (trained_run / name).read_bytes() for name in before}
+
+
 def test_bad_output_paths(tmp_path, trained_run):
     a_file = tmp_path / "a_file"
     a_file.write_text("")

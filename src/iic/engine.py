@@ -353,12 +353,12 @@ def lightning_interrupts(trainer: L.Trainer):
         raise
 
 
-def check_resumable(module: L.LightningModule, checkpoint: Path) -> int:
+def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int) -> int:
     """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config
-    builds; else return the checkpoint's global step."""
+    builds, or it is past the passes the settings allow; else return the checkpoint's global step."""
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        state, step = saved["state_dict"], int(saved["global_step"])
+        state, step, passes = saved["state_dict"], int(saved["global_step"]), int(saved["epoch"])
     except Exception as exc:  # torch/pickle raise many types for a damaged file
         raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
     try:
@@ -366,6 +366,9 @@ def check_resumable(module: L.LightningModule, checkpoint: Path) -> int:
     except (RuntimeError, KeyError) as exc:  # e.g. another k_b or other widths given as flags
         raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
                        f"({exc.__class__.__name__}); settings of the network cannot change on --resume") from None
+    if passes > max_passes:
+        raise IICError(f"cannot resume: the run has trained {passes} passes over the data, more than the {max_passes} "
+                       f"these settings allow; give more --epochs")
     return step
 
 
@@ -392,7 +395,7 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     trainer = build_trainer(config, run_dir, max_epochs=config.epochs * passes,
                             check_val_every_n_epoch=max(config.eval_every, 1),
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
-    resumed_step = check_resumable(module, last) if resume else None
+    resumed_step = check_resumable(module, last, config.epochs * passes) if resume else None
     if trainer.is_global_zero:
         make_run_dir(run_dir, config)
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):

@@ -345,7 +345,7 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
     trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
                             reload_dataloaders=False, enable_progress_bar=progress)
-    resumed_step = check_resumable(module, resume) if resume is not None else None
+    resumed_step = check_resumable(module, resume, passes) if resume is not None else None
     if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
         make_run_dir(run_dir, config)
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
