@@ -160,6 +160,9 @@ def assert_one_line_error(result, fragment):
         (["train", "--tf-crop-sizes", "10", "20"], "tf_crop_sizes"),
         (["train", "--num-workers", "-1"], "num_workers"),
         (["train", "--lr", "inf"], "lr must be positive and finite"),
+        (["train", "--x-crop", "middle"], "x_crop must be random, centre or centre_half"),
+        (["train", "--rotation-p", "1.5"], "rotation_p must be a probability"),
+        (["train", "--conv-size", "4"], "conv_size must be odd"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):

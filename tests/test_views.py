@@ -34,6 +34,34 @@ def test_views_reproducible_under_a_seed():
     assert not torch.equal(a[1], c[1])
 
 
+def centred_share(x_crop: str) -> float:
+    """Share of x views that are exactly the centre crop (the evaluation view)."""
+    config = ClusterConfig(image_size=16, input_size=12, crop_size=12, eval_crop_size=12, repeats=1, x_crop=x_crop)
+    views = ClusterViews(config, 1)
+    images = uint8_images(400, 1, 16)
+    x, _ = views(images, seed=0)
+    return (x == views.eval_view(images)).flatten(1).all(1).float().mean().item()
+
+
+def test_x_crop_modes_centre_random_and_the_authors_half_and_half():
+    assert centred_share("centre") == 1.0
+    assert centred_share("random") < 0.1  # 1 in 25 positions of a 12-px crop in 16 px is the centre
+    assert 0.4 < centred_share("centre_half") < 0.65  # half centred, plus the random crops that land there
+
+
+def test_rotation_probability():
+    def rotated_share(p: float) -> float:
+        config = ClusterConfig(image_size=16, input_size=16, tf_crop_sizes=(16, 16), rotation=30.0, rotation_p=p,
+                               jitter=(0.0, 0.0, 0.0, 0.0), repeats=1)
+        images = uint8_images(400, 1, 16)
+        _, gx = ClusterViews(config, 1)(images, seed=0)
+        return (~torch.isclose(gx, images.float() / 255, atol=1e-4)).flatten(1).any(1).float().mean().item()
+
+    assert rotated_share(0.0) == 0.0
+    assert 0.4 < rotated_share(0.5) < 0.6
+    assert rotated_share(1.0) > 0.95
+
+
 def test_eval_view_is_deterministic_centre_crop():
     config = ClusterConfig(image_size=16, input_size=16, eval_crop_size=16)
     images = uint8_images(3, 1, 16)

@@ -8,25 +8,25 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from iic.errors import IICError
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
 
 
 class ClusterNet6c(nn.Module):
-    """Four 3×3 conv blocks, max-pooling after the first three, flattened (the paper's MNIST trunk)."""
+    """Four conv blocks (the paper's are 5×5), max-pooling after the first three, flattened (the MNIST trunk)."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...] = (64, 128, 256, 512)):
+    def __init__(self, in_channels: int, widths: tuple[int, ...] = (64, 128, 256, 512), kernel_size: int = 5):
         super().__init__()
         if len(widths) != 4:
             raise IICError(f"clusternet6c takes 4 widths, got {len(widths)}")
         layers: list[nn.Module] = []
         channels = in_channels
         for i, width in enumerate(widths):
-            layers.append(conv_bn_relu(channels, width))
+            layers.append(conv_bn_relu(channels, width, kernel_size))
             if i < 3:
                 layers.append(nn.MaxPool2d(2))
             channels = width
@@ -37,12 +37,15 @@ class ClusterNet6c(nn.Module):
 
 
 class ClusterNet5g(ResNet):
-    """ResNet-34 layout with a stride-1 3×3 stem and no max-pool, for 32–96 px inputs (CIFAR, STL)."""
+    """ResNet-34 layout with a stride-1 3×3 stem and a 2×2 max-pool, for 32–96 px inputs (CIFAR, STL).
+
+    As the authors' net5g: 32 px inputs reach layer4 at 3×3, 64 px at 5×5, 96 px at 7×7, then a global average.
+    """
 
     def __init__(self, in_channels: int):
         super().__init__(BasicBlock, [3, 4, 6, 3])
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        self.maxpool = nn.Identity()
+        self.maxpool = nn.MaxPool2d(2, stride=2, padding=1)
         self.fc = nn.Identity()
 
 
@@ -67,10 +70,11 @@ class TorchvisionTrunk(nn.Module):
         return self.model(self.adapter(x)).flatten(1)
 
 
-def build_backbone(name: str, in_channels: int, widths: tuple[int, ...], input_size: int) -> tuple[nn.Module, int]:
+def build_backbone(name: str, in_channels: int, widths: tuple[int, ...], input_size: int,
+                   conv_size: int = 5) -> tuple[nn.Module, int]:
     """The trunk and the size of its feature vector for ``input_size`` inputs."""
     if name == "clusternet6c":
-        trunk: nn.Module = ClusterNet6c(in_channels, tuple(widths))
+        trunk: nn.Module = ClusterNet6c(in_channels, tuple(widths), conv_size)
     elif name == "clusternet5g":
         trunk = ClusterNet5g(in_channels)
     else:

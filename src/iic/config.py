@@ -31,11 +31,12 @@ class ClusterConfig:
     # views g
     image_size: int = 16  # images are held in memory at this size
     input_size: int = 16  # network input
-    crop_size: int = 14  # crop for x (random or centre, then resized to input_size)
-    random_crop_x: bool = True
+    crop_size: int = 14  # crop for x, then resized to input_size
+    x_crop: str = "random"  # random | centre | centre_half (centre or random, 50/50: the authors' MNIST)
     tf_crop_sizes: tuple[int, int] = (10, 16)  # side range of g(x)'s random crop of the original image
     flip: bool = False
     rotation: float = 15.0  # degrees, ± for g(x)
+    rotation_p: float = 1.0  # probability that g(x) is rotated (the authors' MNIST: 0.5)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.0, 0.0)  # brightness, contrast, saturation, hue
     eval_crop_size: int = 14  # centre crop for evaluation and prediction
     sobel: bool = False
@@ -44,6 +45,7 @@ class ClusterConfig:
     # network
     backbone: str = "clusternet6c"  # clusternet6c | clusternet5g | any torchvision model name
     widths: tuple[int, ...] = (32, 64, 128, 128)
+    conv_size: int = 3  # clusternet6c's kernel side (the paper's is 5, about 2.5× the cost of 3)
     k_a: int = 30  # over-clustering head A (0 disables it)
     k_b: int = 10  # head B: the number of classes
     num_subheads: int = 5
@@ -76,19 +78,20 @@ CLUSTER_PRESETS: dict[str, dict[str, Any]] = {
     # the seeds, and the lowest loss reliably picks the better of independent networks.
     "digits": dict(trunks=3, epochs=10),
     "mnist": dict(
-        dataset="mnist", channels=1, image_size=28, input_size=24, crop_size=20, random_crop_x=True,
-        tf_crop_sizes=(16, 24), rotation=25.0, flip=False, jitter=(0.4, 0.4, 0.0, 0.0), eval_crop_size=20,
-        repeats=5, backbone="clusternet6c", widths=(64, 128, 256, 512), k_a=50, k_b=10, num_subheads=5,
-        head_b_first=False, head_a_passes=1, head_b_passes=2, lr=1e-4, batch_size=140, epochs=3200,
+        dataset="mnist", channels=1, image_size=28, input_size=24, crop_size=20, x_crop="centre_half",
+        tf_crop_sizes=(16, 24), rotation=25.0, rotation_p=0.5, flip=False, jitter=(0.4, 0.4, 0.0, 0.0),
+        eval_crop_size=20, repeats=5, backbone="clusternet6c", widths=(64, 128, 256, 512), conv_size=5,
+        k_a=50, k_b=10, num_subheads=5, head_b_first=False, head_a_passes=1, head_b_passes=2, lr=1e-4,
+        batch_size=140, epochs=3200,
     ),
     "cifar10": dict(
-        dataset="cifar10", channels=3, image_size=32, input_size=32, crop_size=20, random_crop_x=True,
+        dataset="cifar10", channels=3, image_size=32, input_size=32, crop_size=20, x_crop="random",
         tf_crop_sizes=(16, 24), rotation=0.0, flip=True, jitter=(0.4, 0.4, 0.4, 0.125), eval_crop_size=20,
         sobel=True, include_rgb=False, repeats=3, backbone="clusternet5g", k_a=70, k_b=10, num_subheads=5,
         head_b_first=False, head_a_passes=1, head_b_passes=2, lr=1e-4, batch_size=220, epochs=2000,
     ),
     "stl10": dict(
-        dataset="stl10", channels=3, image_size=96, input_size=64, crop_size=64, random_crop_x=True,
+        dataset="stl10", channels=3, image_size=96, input_size=64, crop_size=64, x_crop="random",
         tf_crop_sizes=(48, 80), rotation=0.0, flip=True, jitter=(0.4, 0.4, 0.4, 0.125), eval_crop_size=64,
         sobel=True, include_rgb=False, repeats=5, backbone="clusternet5g", k_a=70, k_b=10, num_subheads=5,
         head_b_first=False, head_a_passes=1, head_b_passes=2, lr=1e-4, batch_size=140, epochs=3200,

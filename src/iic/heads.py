@@ -25,7 +25,8 @@ class Tower(nn.Module):
 
     def __init__(self, config: ClusterConfig, in_channels: int):
         super().__init__()
-        self.trunk, features = build_backbone(config.backbone, in_channels, config.widths, config.input_size)
+        self.trunk, features = build_backbone(config.backbone, in_channels, config.widths, config.input_size,
+                                              config.conv_size)
         heads = {"B": ClusterHead(features, config.k_b, config.num_subheads)}
         if config.k_a > 0:
             heads["A"] = ClusterHead(features, config.k_a, config.num_subheads)

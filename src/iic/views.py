@@ -58,8 +58,8 @@ class ClusterViews(nn.Module):
         crop = (config.crop_size, config.crop_size)
         if config.crop_size > config.image_size or config.eval_crop_size > config.image_size:
             raise ValueError("crop sizes must not exceed image_size")
-        x_crop = K.RandomCrop(crop) if config.random_crop_x else K.CenterCrop(crop)
-        self.x_view = K.AugmentationSequential(x_crop, K.Resize(size, antialias=True))
+        x_crops = {"random": K.RandomCrop(crop), "centre": K.CenterCrop(crop), "centre_half": CentreOrRandomCrop(crop)}
+        self.x_view = nn.Sequential(x_crops[config.x_crop], K.Resize(size, antialias=True))
         lo, hi = config.tf_crop_sizes
         area = config.image_size**2
         tf_ops: list[nn.Module] = [
@@ -68,7 +68,7 @@ class ClusterViews(nn.Module):
         if config.flip:
             tf_ops.append(K.RandomHorizontalFlip())
         if config.rotation > 0:
-            tf_ops.append(K.RandomRotation(config.rotation, p=1.0))
+            tf_ops.append(K.RandomRotation(config.rotation, p=config.rotation_p))
         brightness, contrast, saturation, hue = config.jitter
         if channels == 1:
             saturation = hue = 0.0  # colour terms are undefined for greyscale
@@ -83,6 +83,18 @@ class ClusterViews(nn.Module):
         with _seeded(seed):
             images = to_float(images).repeat(self.repeats, 1, 1, 1)
             return self.x_view(images), self.tf_view(images)
+
+
+class CentreOrRandomCrop(nn.Module):
+    """The authors' "centre_half" crop for x: each image is centre-cropped or randomly cropped, 50/50."""
+
+    def __init__(self, crop: tuple[int, int]):
+        super().__init__()
+        self.random, self.centre = K.RandomCrop(crop), K.CenterCrop(crop)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        centred = torch.rand(len(images), 1, 1, 1, device=images.device) < 0.5
+        return torch.where(centred, self.centre(images), self.random(images))
 
 
 class EvalView(nn.Module):
