@@ -1,13 +1,14 @@
 """Training pairs/s of iic's pipeline against a re-creation of the official one, same network and batch.
 
-Official (xu-ji/IIC, MNIST script): PIL images, per-image torchvision transforms in a DataLoader — one
-DataLoader for x and r for g(x) — collated, then separate forward passes for x and g(x).
+Official (xu-ji/IIC, MNIST script): PIL images, per-image torchvision transforms in a DataLoader — x: centre
+or random crop; g(x): rotation half the time, one of the crop sizes, jitter — collated, then separate forward
+passes for x and g(x).
 Ours: uint8 tensors in memory, batched views on the model's device (kornia), separate forward passes.
 Both run the same ClusterNet6c + heads (iic's, which runs its convolutions channels-last; the official
 code's network did not), the same IIC loss and Adam step, in this one process, in float32; a last row
 adds iic's bf16-mixed precision.
 
-    .venv/bin/python benchmarks/throughput.py [--preset mnist] [--steps 20] [--device cpu]
+    .venv/bin/python benchmarks/throughput.py [--preset mnist] [--steps 20] [--widths 32 64 128 128] [--conv-size 3]
 """
 
 import argparse
@@ -32,11 +33,14 @@ class OfficialStylePairs(Dataset):
     def __init__(self, images: np.ndarray, config: ClusterConfig):
         self.images = [Image.fromarray(im) for im in images]
         size = config.input_size
-        self.tf_x = T.Compose([T.RandomCrop(config.crop_size), T.Resize(size), T.ToTensor()])
+        x_crops = {"random": T.RandomCrop(config.crop_size), "centre": T.CenterCrop(config.crop_size),
+                   "centre_half": T.RandomChoice([T.RandomCrop(config.crop_size), T.CenterCrop(config.crop_size)])}
+        self.tf_x = T.Compose([x_crops[config.x_crop], T.Resize(size), T.ToTensor()])
         b, c, _, _ = config.jitter
         self.tf_g = T.Compose([
+            T.RandomApply([T.RandomRotation(config.rotation)], p=config.rotation_p),
             T.RandomChoice([T.RandomCrop(s) for s in range(config.tf_crop_sizes[0], config.tf_crop_sizes[1] + 1, 4)]),
-            T.Resize(size), T.RandomRotation(config.rotation), T.ColorJitter(b, c), T.ToTensor(),
+            T.Resize(size), T.ColorJitter(b, c), T.ToTensor(),
         ])
         self.repeats = config.repeats
 
@@ -83,10 +87,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=None, help="distinct images per step (default: preset's)")
     parser.add_argument("--widths", type=int, nargs=4, default=None)
+    parser.add_argument("--conv-size", type=int, default=None, help="ClusterNet6c kernel side (the preset's: 5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the official-style pipeline")
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("widths", args.widths)) if v}
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("widths", args.widths),
+                                   ("conv_size", args.conv_size)) if v}
     config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS[args.preset], **overrides})
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
@@ -134,7 +140,7 @@ def main() -> int:
     network = measure(network_only, args.steps, pairs, device)
     view_rate = measure(views_only, args.steps, pairs, device)
     print(f"preset {args.preset}, device {device}, batch {config.batch_size} images × r={config.repeats} = {pairs} pairs, "
-          f"widths {tuple(config.widths)}, torch threads {torch.get_num_threads()}, official-style workers {args.workers}")
+          f"widths {tuple(config.widths)}, {config.conv_size}×{config.conv_size} convs, torch threads {torch.get_num_threads()}, official-style workers {args.workers}")
     print("| pipeline | training pairs/s | ratio to official |\n|---|---:|---:|")
     print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 |")
     print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} |")
