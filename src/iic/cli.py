@@ -103,6 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def validate_config(config) -> None:
+    from iic.config import X_CROPS
+
     checks = [
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
@@ -119,7 +121,7 @@ def validate_config(config) -> None:
         (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
          f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
         (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
-        (config.x_crop in ("random", "centre", "centre_half"), f"x_crop must be random, centre or centre_half, got {config.x_crop!r}"),
+        (config.x_crop in X_CROPS, f"x_crop must be random, centre or centre_half, got {config.x_crop!r}"),
         (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
         (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
         (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),

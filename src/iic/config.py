@@ -71,6 +71,8 @@ class ClusterConfig:
     name: str | None = None
 
 
+X_CROPS = ("random", "centre", "centre_half")  # the values of ClusterConfig.x_crop
+
 # The paper's settings (IIC's supplementary material and the authors' scripts), adapted where noted.
 CLUSTER_PRESETS: dict[str, dict[str, Any]] = {
     # Embedded default: scikit-learn's 8×8 digits upsampled to 16×16, a slim ClusterNet6c; minutes on a CPU.

@@ -58,8 +58,8 @@ class ClusterViews(nn.Module):
         crop = (config.crop_size, config.crop_size)
         if config.crop_size > config.image_size or config.eval_crop_size > config.image_size:
             raise ValueError("crop sizes must not exceed image_size")
-        x_crops = {"random": K.RandomCrop(crop), "centre": K.CenterCrop(crop), "centre_half": CentreOrRandomCrop(crop)}
-        self.x_view = nn.Sequential(x_crops[config.x_crop], K.Resize(size, antialias=True))
+        x_crops = {"random": K.RandomCrop, "centre": K.CenterCrop, "centre_half": CentreOrRandomCrop}
+        self.x_view = nn.Sequential(x_crops[config.x_crop](crop), K.Resize(size, antialias=True))
         lo, hi = config.tf_crop_sizes
         area = config.image_size**2
         tf_ops: list[nn.Module] = [
