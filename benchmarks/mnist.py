@@ -50,7 +50,7 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
         with autocast:
             x, gx = module.views(batch)
             t1 = time.perf_counter()
-            p, p_tf = module.net(x, "B"), module.net(gx, "B")
+            p, p_tf = module.net.forward_pair(x, gx, "B")
             t2 = time.perf_counter()
             loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
             t3 = time.perf_counter()

@@ -26,14 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
-def pair_probabilities(module, images: torch.Tensor, subhead: int, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sub-head outputs for x and g(x) of each image (r copies each, as in training), in float32."""
-    p, p_tf = [], []
+def pair_probabilities(module, images: torch.Tensor, labels: torch.Tensor, subhead: int,
+                       batch: int = 500) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sub-head outputs for x and g(x) of each image (r copies each, as in training), in float32, and each pair's label."""
+    p, p_tf, pair_labels = [], [], []
     for start in range(0, len(images), batch):
         x, gx = module.views(images[start:start + batch])
-        p.append(module.net.subhead(x, "B", subhead).float())
+        repeats = len(gx) // len(x)
+        p.append(module.net.subhead(x, "B", subhead).float().repeat(repeats, 1))
         p_tf.append(module.net.subhead(gx, "B", subhead).float())
-    return torch.cat(p), torch.cat(p_tf)
+        pair_labels.append(labels[start:start + batch].repeat(repeats))
+    return torch.cat(p), torch.cat(p_tf), torch.cat(pair_labels)
 
 
 def main() -> int:
@@ -59,8 +62,7 @@ def main() -> int:
           f"in cluster {wrong} (matched to class {matched}); class {label}'s own cluster is {right}")
 
     chosen = torch.randperm(len(data.images))[:args.images]
-    p, p_tf = pair_probabilities(module, data.images[chosen], subhead)
-    pair_labels = data.labels[chosen].repeat(config.repeats)
+    p, p_tf, pair_labels = pair_probabilities(module, data.images[chosen], data.labels[chosen], subhead)
     moved = (pair_labels == label) & (p.argmax(1) == wrong)
     swap = torch.arange(k)
     swap[wrong], swap[right] = right, wrong

@@ -3,7 +3,9 @@
 Official (xu-ji/IIC, MNIST script): PIL images, per-image torchvision transforms in a DataLoader — x: centre
 or random crop; g(x): rotation half the time, one of the crop sizes, jitter — collated, then separate forward
 passes for x and g(x).
-Ours: uint8 tensors in memory, batched views on the model's device (kornia), separate forward passes.
+Ours: uint8 tensors in memory, batched views on the model's device (kornia), separate forward passes; x's r
+identical copies go through the network once (``IICNet.forward_pair``: same outputs and gradients), where the
+official code passes all r.
 Both run the same ClusterNet6c + heads (iic's, which runs its convolutions channels-last; the official
 code's network did not), the same IIC loss and Adam step, in this one process, in float32; a last row
 adds iic's bf16-mixed precision.
@@ -52,14 +54,16 @@ class OfficialStylePairs(Dataset):
         return torch.cat([self.tf_x(image)] * self.repeats), torch.cat([self.tf_g(image) for _ in range(self.repeats)])
 
 
-def contiguous_forward(net: IICNet, x: torch.Tensor, head: str) -> torch.Tensor:
-    """The official network's memory layout: NCHW throughout."""
-    return torch.cat([tower(net.input_layer(x), head) for tower in net.towers])
+def official_forward_pair(net: IICNet, x: torch.Tensor, gx: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official code's passes: all r·n views of x (r copies of each) and of g(x), NCHW memory layout throughout."""
+    def forward(images):
+        return torch.cat([tower(net.input_layer(images), head) for tower in net.towers])
+    return forward(x), forward(gx)
 
 
-def train_step(net, optimizer, x, gx, bf16=False, forward=IICNet.forward):
+def train_step(net, optimizer, x, gx, bf16=False, forward_pair=IICNet.forward_pair):
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        p, p_tf = forward(net, x, "B"), forward(net, gx, "B")
+        p, p_tf = forward_pair(net, x, gx, "B")
         loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
     optimizer.zero_grad()
     loss.backward()
@@ -116,7 +120,7 @@ def main() -> int:
         c = config.channels
         x = x.view(-1, config.repeats, c, *x.shape[-2:]).transpose(0, 1).reshape(-1, c, *x.shape[-2:])
         gx = gx.view(-1, config.repeats, c, *gx.shape[-2:]).transpose(0, 1).reshape(-1, c, *gx.shape[-2:])
-        train_step(official_net, official_optimizer, x.to(device), gx.to(device), forward=contiguous_forward)
+        train_step(official_net, official_optimizer, x.to(device), gx.to(device), forward_pair=official_forward_pair)
 
     images = torch.from_numpy(raw if raw.ndim == 4 else raw[..., None]).permute(0, 3, 1, 2).contiguous().to(device)
     views = ClusterViews(config, config.channels).to(device)
@@ -131,8 +135,8 @@ def main() -> int:
         views(images[: config.batch_size])
 
     def network_only():
-        x = torch.rand(pairs, config.channels, config.input_size, config.input_size, device=device)
-        train_step(net, optimizer, x, x)
+        gx = torch.rand(pairs, config.channels, config.input_size, config.input_size, device=device)
+        train_step(net, optimizer, gx[:config.batch_size], gx)
 
     official = measure(official_step, args.steps, pairs, device)
     ours = measure(our_step, args.steps, pairs, device)

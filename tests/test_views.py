@@ -2,6 +2,7 @@ import torch
 
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
 from iic.heads import IICNet
+from iic.losses import iic_loss
 from iic.views import ClusterViews, EvalView, sobel
 
 
@@ -13,7 +14,8 @@ def uint8_images(n, c, size, seed=0):
 def test_views_shapes_and_repeats():
     config = config_from_dict(ClusterConfig, CLUSTER_PRESETS["cifar10"])
     x, gx = ClusterViews(config, 3)(uint8_images(5, 3, 32))
-    assert x.shape == gx.shape == (5 * config.repeats, 3, 32, 32)
+    assert x.shape == (5, 3, 32, 32)  # one x per image, shared by its r pairs
+    assert gx.shape == (5 * config.repeats, 3, 32, 32)
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
 
 
@@ -95,3 +97,25 @@ def test_independent_trunks_stack_their_subheads():
     p[:3, :, 0].sum().backward()  # sub-heads 0-2 belong to the first trunk only
     assert all(param.grad is None or not param.grad.any() for param in net.towers[1].parameters())
     assert all(param.grad is not None and param.grad.abs().sum() > 0 for param in net.towers[0].trunk.parameters())
+
+
+def test_one_pass_of_x_equals_passing_its_r_copies():
+    """forward_pair's shortcut: the same outputs, loss and gradients as the official r copies of x (train-mode BN)."""
+    config = ClusterConfig(repeats=3, num_subheads=2, widths=(8, 8, 16, 16))
+    torch.manual_seed(0)
+    shortcut, copies = IICNet(config, 1), IICNet(config, 1)
+    copies.load_state_dict(shortcut.state_dict())
+    x, gx = ClusterViews(config, 1)(uint8_images(6, 1, config.image_size), seed=0)
+
+    def loss_and_grads(net, p, p_tf):
+        loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(len(p))]).mean()
+        loss.backward()
+        return loss, p, [param.grad for param in net.parameters()]
+
+    loss, p, grads = loss_and_grads(shortcut, *shortcut.forward_pair(x, gx))
+    loss_r, p_r, grads_r = loss_and_grads(copies, copies(x.repeat(3, 1, 1, 1)), copies(gx))
+    assert p.shape == p_r.shape == (2, 18, config.k_b)
+    torch.testing.assert_close(p, p_r)
+    torch.testing.assert_close(loss, loss_r)
+    for g, g_r in zip(grads, grads_r):
+        torch.testing.assert_close(g, g_r, rtol=1e-4, atol=1e-6)

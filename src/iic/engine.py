@@ -87,8 +87,7 @@ class ClusterModule(L.LightningModule):
 
     def pair_losses(self, images: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sub-head (loss, loss_plain) for a batch of uint8 images; x and g(x) are separate forward passes."""
-        x, gx = self.views(images)
-        p, p_tf = self.net(x, head), self.net(gx, head)
+        p, p_tf = self.net.forward_pair(*self.views(images), head)
         lamb = self.config.lamb_a if head == "A" else self.config.lamb_b
         pairs = [iic_loss(p[s], p_tf[s], lamb) for s in range(p.shape[0])]
         return torch.stack([l for l, _ in pairs]), torch.stack([lp for _, lp in pairs])

@@ -75,6 +75,19 @@ class IICNet(nn.Module):
         x = self.prepare(x)
         return torch.cat([tower(x, head) for tower in self.towers])
 
+    def forward_pair(self, x: torch.Tensor, gx: torch.Tensor, head: str = "B") -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs for the r·n pairs of ``ClusterViews``: x's n views go through once, their outputs repeated r times.
+
+        The official code passes x's r identical copies through the network. Training-mode BatchNorm normalises r
+        copies of a batch exactly as the batch itself, so one pass gives the same outputs and gradients for
+        (r + 1) / 2r of the compute. Only BatchNorm's running variance (used at evaluation) differs: its unbiased
+        correction counts n samples rather than r·n.
+        """
+        repeats, rest = divmod(len(gx), len(x))
+        if rest:
+            raise ValueError(f"g(x) has {len(gx)} views, not a multiple of x's {len(x)}")
+        return self(x, head).repeat(1, repeats, 1), self(gx, head)
+
     def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.prepare(x)
         outputs = [tower.forward_all(x) for tower in self.towers]

@@ -49,7 +49,8 @@ def _seeded(seed: int | None):
 class ClusterViews(nn.Module):
     """x = crop and resize of an image; g(x) = an independent crop and resize, flip, rotation, colour jitter.
 
-    ``forward`` repeats each image r times, each copy with its own g, and returns ``(x, gx)``.
+    ``forward`` returns ``(x, gx)``: one x per image (n views, shared by the image's r pairs, as in the authors'
+    code) and r copies of g(x), each with its own g (r·n views, copy j of image i at j·n + i).
     """
 
     def __init__(self, config: ClusterConfig, channels: int):
@@ -81,8 +82,8 @@ class ClusterViews(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with _seeded(seed):
-            images = to_float(images).repeat(self.repeats, 1, 1, 1)
-            return self.x_view(images), self.tf_view(images)
+            images = to_float(images)
+            return self.x_view(images), self.tf_view(images.repeat(self.repeats, 1, 1, 1))
 
 
 class CentreOrRandomCrop(nn.Module):
