@@ -19,6 +19,16 @@ def test_views_shapes_and_repeats():
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
 
 
+def test_x_per_pair_gives_each_pair_its_own_x():
+    config = ClusterConfig(repeats=3, x_per_pair=True)
+    images = uint8_images(4, 1, 16)
+    x, gx = ClusterViews(config, 1)(images, seed=0)
+    assert x.shape == gx.shape == (12, 1, config.input_size, config.input_size)
+    assert not torch.equal(x[:4], x[4:8])  # copy 0 and copy 1 of the same images, cropped independently
+    p, p_tf = IICNet(config, 1).forward_pair(x, gx)
+    assert p.shape == p_tf.shape == (config.num_subheads, 12, config.k_b)
+
+
 def test_each_repeat_gets_its_own_transformation():
     config = ClusterConfig(repeats=3)
     images = uint8_images(1, 1, 16).expand(4, -1, -1, -1).contiguous()

@@ -49,8 +49,9 @@ def _seeded(seed: int | None):
 class ClusterViews(nn.Module):
     """x = crop and resize of an image; g(x) = an independent crop and resize, flip, rotation, colour jitter.
 
-    ``forward`` returns ``(x, gx)``: one x per image (n views, shared by the image's r pairs, as in the authors'
-    code) and r copies of g(x), each with its own g (r·n views, copy j of image i at j·n + i).
+    ``forward`` returns ``(x, gx)``: r copies of g(x), each with its own g (r·n views, copy j of image i at
+    j·n + i), and one x per image (n views, shared by the image's r pairs, as in the authors' code) or, with
+    ``x_per_pair``, one per pair (r·n views, in g(x)'s order).
     """
 
     def __init__(self, config: ClusterConfig, channels: int):
@@ -78,12 +79,14 @@ class ClusterViews(nn.Module):
         self.tf_view = K.AugmentationSequential(*tf_ops)
         self.eval_view = EvalView(config)
         self.repeats = config.repeats
+        self.x_per_pair = config.x_per_pair
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with _seeded(seed):
             images = to_float(images)
-            return self.x_view(images), self.tf_view(images.repeat(self.repeats, 1, 1, 1))
+            copies = images.repeat(self.repeats, 1, 1, 1)
+            return self.x_view(copies if self.x_per_pair else images), self.tf_view(copies)
 
 
 class CentreOrRandomCrop(nn.Module):
