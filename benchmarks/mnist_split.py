@@ -31,11 +31,11 @@ def pair_probabilities(module, images: torch.Tensor, labels: torch.Tensor, subhe
     """Sub-head outputs for x and g(x) of each image (r copies each, as in training), in float32, and each pair's label."""
     p, p_tf, pair_labels = [], [], []
     for start in range(0, len(images), batch):
-        x, gx = module.views(images[start:start + batch])
-        repeats = len(gx) // len(x)
-        p.append(module.net.subhead(x, "B", subhead).float().repeat(repeats, 1))
-        p_tf.append(module.net.subhead(gx, "B", subhead).float())
-        pair_labels.append(labels[start:start + batch].repeat(repeats))
+        chunk = images[start:start + batch]
+        p_all, p_tf_all = module.net.forward_pair(*module.views(chunk), "B")
+        p.append(p_all[subhead].float())
+        p_tf.append(p_tf_all[subhead].float())
+        pair_labels.append(labels[start:start + batch].repeat(len(p_all[subhead]) // len(chunk)))
     return torch.cat(p), torch.cat(p_tf), torch.cat(pair_labels)
 
 

@@ -121,7 +121,7 @@ def validate_config(config) -> None:
         (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
          f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
         (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
-        (config.x_crop in X_CROPS, f"x_crop must be random, centre or centre_half, got {config.x_crop!r}"),
+        (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {config.x_crop!r}"),
         (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
         (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
         (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
