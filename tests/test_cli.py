@@ -163,6 +163,7 @@ def assert_one_line_error(result, fragment):
         (["train", "--x-crop", "middle"], "x_crop must be random, centre or centre_half"),
         (["train", "--rotation-p", "1.5"], "rotation_p must be a probability"),
         (["train", "--conv-size", "4"], "conv_size must be odd"),
+        (["train", "--refit-subheads", "3", "--num-subheads", "5"], "refit_subheads must be 0 (no re-fit) or at least"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):

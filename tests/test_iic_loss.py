@@ -101,3 +101,16 @@ def test_finite_gradients_for_one_hot_inputs_under_bf16_autocast():
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         iic_loss(torch.rand(4, 3), torch.rand(4, 2))
+
+
+def test_iic_losses_equals_iic_loss_per_subhead():
+    from iic.losses import iic_losses
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.randn(4, 50, 6, generator=g).softmax(2)
+    p_tf = torch.randn(4, 50, 6, generator=g).softmax(2)
+    losses, plain = iic_losses(p, p_tf, lamb=2.0)
+    for s in range(4):
+        loss_s, plain_s = iic_loss(p[s], p_tf[s], lamb=2.0)
+        assert torch.allclose(losses[s], loss_s) and torch.allclose(plain[s], plain_s)
+    assert len(set(losses.tolist())) == 4  # four different sub-heads, four different losses

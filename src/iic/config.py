@@ -56,6 +56,12 @@ class ClusterConfig:
     head_b_passes: int = 2
     lamb_a: float = 1.0
     lamb_b: float = 1.0
+    # head B re-fitted on the frozen trunk after training (not in the paper; iic/refit.py): this many fresh
+    # sub-heads per trunk, trained for refit_epochs passes at λ = refit_lamb; the num_subheads with the lowest
+    # loss replace head B's sub-heads (0: off)
+    refit_subheads: int = 0
+    refit_epochs: int = 5
+    refit_lamb: float = 3.0
     # optimisation
     lr: float = 4e-3
     batch_size: int = 64

@@ -26,6 +26,7 @@ from iic.errors import IICError
 from iic.heads import IICNet
 from iic.losses import iic_loss
 from iic.metrics import ContingencyTables, cluster_scores
+from iic.refit import HeadRefit
 from iic.views import ClusterViews
 
 
@@ -123,6 +124,12 @@ class ClusterModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.close_pass()
 
+    def record_subhead_losses(self, head: str, losses: torch.Tensor) -> None:
+        """Set the head's sub-head losses from outside a pass (a re-fit), dropping the unfinished pass's sums."""
+        self.subhead_losses(head).copy_(losses)
+        self._loss_sums.pop(head, None)
+        self._loss_counts.pop(head, None)
+
     def close_pass(self) -> None:
         """Record each sub-head's mean loss over the pass just trained (the reported sub-head and val/loss follow it)."""
         for head, total in self._loss_sums.items():
@@ -195,12 +202,11 @@ class ClusterDataModule(L.LightningDataModule):
         self.config, self.data = config, data
         self.module: ClusterModule | None = None
 
-    def _train_set(self) -> ImageSet:
-        head = self.module.current_head() if self.module is not None else "B"
-        return self.data.train_a if head == "A" else self.data.train_b
-
     def train_dataloader(self) -> DataLoader:
-        images = self._train_set().images
+        return self.head_dataloader(self.module.current_head() if self.module is not None else "B")
+
+    def head_dataloader(self, head: str) -> DataLoader:
+        images = (self.data.train_a if head == "A" else self.data.train_b).images
         batch = min(self.config.batch_size, len(images))
         return DataLoader(TensorDataset(images), batch_size=batch, shuffle=True, drop_last=True,
                           num_workers=self.config.num_workers, persistent_workers=False)
@@ -279,18 +285,9 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
     ]
     if config.max_minutes > 0:
         callbacks.append(SessionTimer(duration=timedelta(minutes=config.max_minutes), interval="step"))
-    devices = parse_devices(config.devices)
-    multi = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
-    # Batch statistics over the global batch, as on one device; torch's SyncBatchNorm runs on GPUs only.
-    on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
-    if config.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
-        raise IICError(f"unknown precision {config.precision!r}: use 32-true, bf16-mixed or 16-mixed")
     try:
         return L.Trainer(
-            accelerator=config.accelerator, devices=devices, precision=config.precision,
-            strategy="ddp_find_unused_parameters_true" if multi else "auto",  # the idle head has no gradient
-            sync_batchnorm=multi and on_gpu,
-            max_epochs=max_epochs, logger=loggers, callbacks=callbacks,
+            **device_settings(config), max_epochs=max_epochs, logger=loggers, callbacks=callbacks,
             check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
             enable_progress_bar=enable_progress_bar, log_every_n_steps=10,
@@ -298,6 +295,31 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
         )
     except (ValueError, RuntimeError, ImportError, MisconfigurationException) as exc:  # e.g. an accelerator not here
         raise IICError(f"cannot set up training: {str(exc).splitlines()[0]}") from None
+
+
+def device_settings(config: ClusterConfig) -> dict[str, Any]:
+    """The Trainer's accelerator, devices, precision and strategy for ``config``."""
+    devices = parse_devices(config.devices)
+    multi = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    # Batch statistics over the global batch, as on one device; torch's SyncBatchNorm runs on GPUs only.
+    on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+    if config.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
+        raise IICError(f"unknown precision {config.precision!r}: use 32-true, bf16-mixed or 16-mixed")
+    return dict(accelerator=config.accelerator, devices=devices, precision=config.precision,
+                strategy="ddp_find_unused_parameters_true" if multi else "auto",  # the idle head has no gradient
+                sync_batchnorm=multi and on_gpu)
+
+
+def refit_head_b(module: ClusterModule, datamodule: "ClusterDataModule", enable_progress_bar: bool) -> HeadRefit:
+    """Replace head B by sub-heads re-fitted on the frozen trunk (``refit_subheads`` > 0; iic.refit says why)."""
+    config = module.config
+    refit = HeadRefit(config, module.net, module.views)
+    trainer = L.Trainer(**device_settings(config), max_epochs=config.refit_epochs, logger=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        enable_progress_bar=enable_progress_bar, enable_model_summary=False)
+    trainer.fit(refit, train_dataloaders=datamodule.head_dataloader("B"))
+    module.record_subhead_losses("B", refit.apply())
+    return refit
 
 
 def write_yaml(path: Path, values: dict[str, Any]) -> None:
@@ -399,6 +421,8 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
         make_run_dir(run_dir, config)
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        if config.refit_subheads:
+            refit_head_b(module, datamodule, enable_progress_bar)
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
     # Validation (and so the last checkpoint) can skip the final passes (eval_every > 1, or max_minutes
     # stopping mid-pass): last.ckpt is written again so that it always holds the final model.

@@ -88,6 +88,11 @@ class IICNet(nn.Module):
             raise ValueError(f"g(x) has {len(gx)} views, not a multiple of x's {len(x)}")
         return self(x, head).repeat(1, repeats, 1), self(gx, head)
 
+    def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each tower's trunk features (its heads' input)."""
+        x = self.prepare(x)
+        return [tower.trunk(x) for tower in self.towers]
+
     def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.prepare(x)
         outputs = [tower.forward_all(x) for tower in self.towers]

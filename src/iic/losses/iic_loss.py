@@ -9,9 +9,15 @@ EPS = torch.finfo(torch.float32).eps
 
 
 def joint_to_loss(joint: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss from an unnormalised, unsymmetrised joint (k × k, or … × k × k with a mean over the leading dims).
+    """Loss from an unnormalised, unsymmetrised joint (k × k, or … × k × k with a mean over the leading dims)."""
+    loss, loss_plain = joint_to_losses(joint, lamb)
+    return loss.mean(), loss_plain.mean()
 
-    The joint is symmetrised and normalised to sum 1; values are clamped out of place so that the
+
+def joint_to_losses(joint: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Losses of a stack of unnormalised, unsymmetrised joints (… × k × k → …), one per joint.
+
+    Each joint is symmetrised and normalised to sum 1; values are clamped out of place so that the
     logarithms stay finite and no in-place write lands in an expanded view.
     """
     joint = (joint + joint.transpose(-1, -2)) / 2
@@ -23,7 +29,7 @@ def joint_to_loss(joint: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor,
     log_col = torch.log(p_col.clamp(min=EPS))
     loss = -(joint * (log_joint - lamb * log_row - lamb * log_col)).sum(dim=(-1, -2))
     loss_plain = -(joint * (log_joint - log_row - log_col)).sum(dim=(-1, -2))
-    return loss.mean(), loss_plain.mean()
+    return loss, loss_plain
 
 
 def iic_loss(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +45,16 @@ def iic_loss(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[to
         joint = p.float().t() @ p_tf.float()
         joint = all_reduce_sum(joint)
         return joint_to_loss(joint, lamb)
+
+
+def iic_losses(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``iic_loss`` of each of S sub-heads at once: S × n × k outputs → S losses and S values of −I."""
+    if p.ndim != 3 or p.shape != p_tf.shape:
+        raise ValueError(f"iic_losses expects two S×n×k tensors of the same shape, got {tuple(p.shape)} and {tuple(p_tf.shape)}")
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        joint = p.float().transpose(1, 2) @ p_tf.float()
+        joint = all_reduce_sum(joint)
+        return joint_to_losses(joint, lamb)
 
 
 class IICLoss(nn.Module):

@@ -1,0 +1,93 @@
+"""Head B re-fitted on the frozen trunk after training (not in the paper; an option, off by default).
+
+A trunk trained with IIC often holds a better partition than the sub-heads trained with it settled on: on
+MNIST, every sub-head puts the crossed sevens into the cluster of 2, 3 or 4, while fresh sub-heads trained on
+the frozen trunk's features with more entropy pressure (λ = ``refit_lamb``) find the partition that keeps them
+with the sevens, and it then has the lowest loss (BENCHMARKS.md, MNIST). Still no labels: the sub-heads are
+trained with the IIC loss and chosen by it.
+"""
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+from iic.config import ClusterConfig
+from iic.errors import IICError
+from iic.heads import IICNet
+from iic.losses import iic_losses
+from iic.views import ClusterViews
+
+
+class HeadRefit(L.LightningModule):
+    """``refit_subheads`` fresh head-B sub-heads per trunk, trained with IIC on the frozen network's features.
+
+    Each trunk's fresh sub-heads are held as one linear layer (many sub-heads cost little more than one).
+    ``apply`` then puts each trunk's ``num_subheads`` lowest-loss ones (loss over the last epoch) in place of its
+    head B; the reported sub-head is chosen from their losses as after training.
+    """
+
+    def __init__(self, config: ClusterConfig, net: IICNet, views: ClusterViews):
+        super().__init__()
+        self.config = config
+        self.net, self.views = net, views
+        self.frozen_state = {name: value.clone() for name, value in net.state_dict().items()}
+        net.requires_grad_(False)
+        in_features = net.towers[0].heads["B"].subheads[0].in_features
+        self.heads = nn.ModuleList(nn.Linear(in_features, config.refit_subheads * config.k_b) for _ in net.towers)
+        self.register_buffer("losses", torch.full((len(net.towers), config.refit_subheads), math.inf))
+        self.automatic_optimization = False
+        self._loss_sum: torch.Tensor | None = None
+        self._steps = 0
+
+    def subhead_probs(self, tower: int, features: torch.Tensor) -> torch.Tensor:
+        """S × n × k softmax outputs of one trunk's fresh sub-heads."""
+        logits = self.heads[tower](features).view(len(features), self.config.refit_subheads, self.config.k_b)
+        return logits.softmax(dim=2).transpose(0, 1)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.heads.parameters(), lr=self.config.lr)
+
+    def training_step(self, batch, batch_idx):
+        (images,) = batch
+        x, gx = self.views(images)
+        repeats = len(gx) // len(x)
+        with torch.no_grad():  # training-mode BatchNorm, as the heads were trained; its statistics are restored in apply
+            features_x, features_gx = self.net.trunk_features(x), self.net.trunk_features(gx)
+        losses = torch.stack([
+            iic_losses(self.subhead_probs(t, fx).repeat(1, repeats, 1), self.subhead_probs(t, fgx),
+                       self.config.refit_lamb)[0]
+            for t, (fx, fgx) in enumerate(zip(features_x, features_gx))
+        ])
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(losses.sum())  # sub-heads are independent: each gets its own loss's gradient
+        optimizer.step()
+        self._loss_sum = losses.detach() + (0 if self._loss_sum is None else self._loss_sum)
+        self._steps += 1
+        self.log("refit_loss", losses.detach().min(), prog_bar=True, on_step=True, on_epoch=False)
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._steps = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        mean = self._loss_sum / self._steps
+        if not torch.isfinite(mean).all():
+            raise IICError(f"re-fitting head B diverged: a loss became NaN or infinite (lr {self.config.lr:g})")
+        self.losses.copy_(mean)
+
+    @torch.no_grad()
+    def apply(self) -> torch.Tensor:
+        """Restore the network as trained, give each trunk its lowest-loss re-fitted sub-heads as head B, and
+        return their losses (counting sub-heads as ``IICNet.forward`` does)."""
+        self.net.load_state_dict(self.frozen_state)
+        self.net.requires_grad_(True)
+        k, kept = self.config.k_b, []
+        for tower, heads, losses in zip(self.net.towers, self.heads, self.losses):
+            best = losses.argsort()[:self.config.num_subheads].tolist()
+            for slot, index in enumerate(best):
+                tower.heads["B"].subheads[slot].weight.copy_(heads.weight[index * k:(index + 1) * k])
+                tower.heads["B"].subheads[slot].bias.copy_(heads.bias[index * k:(index + 1) * k])
+            kept.append(losses[best])
+        return torch.cat(kept)
