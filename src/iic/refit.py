@@ -1,10 +1,10 @@
 """Head B re-fitted on the frozen trunk after training (not in the paper; an option, off by default).
 
-A trunk trained with IIC often holds a better partition than the sub-heads trained with it settled on: on
-MNIST, every sub-head puts the crossed sevens into the cluster of 2, 3 or 4, while fresh sub-heads trained on
-the frozen trunk's features with more entropy pressure (λ = ``refit_lamb``) find the partition that keeps them
-with the sevens, and it then has the lowest loss (BENCHMARKS.md, MNIST). Still no labels: the sub-heads are
-trained with the IIC loss and chosen by it.
+A trunk trained with IIC can hold a better partition than the sub-heads trained with it settled on: on MNIST,
+every sub-head trained with the trunk put the crossed sevens into the cluster of 2, 3 or 4, while a few in a
+hundred fresh sub-heads trained on the frozen trunk with more entropy pressure (λ = ``refit_lamb``) found the
+partition that keeps them with the sevens, and that partition then had the lowest loss (BENCHMARKS.md, MNIST).
+Still no labels: the sub-heads are trained with the IIC loss and chosen by it.
 """
 
 import math
