@@ -26,7 +26,7 @@ from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_
 from iic.data.clustering import load_cluster_data
 from iic.engine import ClusterModule, fit
 from iic.errors import IICError
-from iic.losses import iic_loss
+from iic.losses import iic_losses
 from iic.metrics import hungarian_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
             t1 = time.perf_counter()
             p, p_tf = module.net.forward_pair(x, gx, "B")
             t2 = time.perf_counter()
-            loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
+            loss = iic_losses(p, p_tf)[0].mean()
             t3 = time.perf_counter()
         optimizer.zero_grad()
         loss.backward()

@@ -22,8 +22,9 @@ import torch
 
 from iic.data.clustering import load_cluster_data
 from iic.engine import load_module
-from iic.losses import iic_loss
+from iic.losses import iic_losses
 from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
+from iic.refit import stacked_subhead_probs
 from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,27 +34,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def cached_features(module, images: torch.Tensor, batch: int) -> tuple[list, list, torch.Tensor]:
     """Trunk features of one set of training views per batch of shuffled images (x: n, g(x): r·n), and of every
     image's evaluation view in the given order."""
-    tower = module.net.towers[module.net.trunk_of(module.reported_subhead("B"))]
+    net, tower = module.net, module.net.trunk_of(module.reported_subhead("B"))
     bf16 = module.config.precision.startswith("bf16")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     feats_x, feats_gx, evaluation = [], [], []
     with autocast:
-        tower.train()
+        net.train()
         shuffled = images[torch.randperm(len(images))]
         for start in range(0, len(images), batch):
             x, gx = module.views(shuffled[start:start + batch])
-            feats_x.append(tower.trunk(module.net.prepare(x)).float())
-            feats_gx.append(tower.trunk(module.net.prepare(gx)).float())
-        tower.eval()
+            feats_x.append(net.trunk_features(x)[tower].float())
+            feats_gx.append(net.trunk_features(gx)[tower].float())
+        net.eval()
         for start in range(0, len(images), 1000):
             view = module.views.eval_view(images[start:start + 1000])
-            evaluation.append(tower.trunk(module.net.prepare(view)).float())
+            evaluation.append(net.trunk_features(view)[tower].float())
     return feats_x, feats_gx, torch.cat(evaluation)
-
-
-def subhead_probs(heads: torch.nn.Linear, features: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """S × n × k softmax outputs of ``num_heads`` sub-heads held as one linear layer."""
-    return heads(features).view(len(features), num_heads, -1).softmax(dim=2).transpose(0, 1)
 
 
 def main() -> int:
@@ -79,7 +75,7 @@ def main() -> int:
     def tables() -> np.ndarray:
         with torch.no_grad():
             table = ContingencyTables(S, k, data.num_classes)
-            table.update(subhead_probs(heads, evaluation, S).argmax(2), data.labels)
+            table.update(stacked_subhead_probs(heads, evaluation, k).argmax(2), data.labels)
             return table.compute().numpy()
 
     heads = torch.nn.Linear(evaluation.shape[1], S * k)
@@ -88,8 +84,8 @@ def main() -> int:
     for epoch in range(1, args.epochs + 1):
         started, total = time.perf_counter(), torch.zeros(S)
         for b in torch.randperm(len(feats_x)).tolist():
-            p, p_tf = subhead_probs(heads, feats_x[b], S).repeat(1, r, 1), subhead_probs(heads, feats_gx[b], S)
-            losses = torch.stack([iic_loss(p[s], p_tf[s], args.lamb)[0] for s in range(S)])
+            p = stacked_subhead_probs(heads, feats_x[b], k).repeat(1, r, 1)
+            losses = iic_losses(p, stacked_subhead_probs(heads, feats_gx[b], k), args.lamb)[0]
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()

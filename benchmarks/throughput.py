@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
 from iic.heads import IICNet
-from iic.losses import iic_loss
+from iic.losses import iic_losses
 from iic.views import ClusterViews
 
 
@@ -64,7 +64,7 @@ def official_forward_pair(net: IICNet, x: torch.Tensor, gx: torch.Tensor, head: 
 def train_step(net, optimizer, x, gx, bf16=False, forward_pair=IICNet.forward_pair):
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         p, p_tf = forward_pair(net, x, gx, "B")
-        loss = torch.stack([iic_loss(p[s], p_tf[s])[0] for s in range(p.shape[0])]).mean()
+        loss = iic_losses(p, p_tf)[0].mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

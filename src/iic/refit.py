@@ -20,6 +20,12 @@ from iic.losses import iic_losses
 from iic.views import ClusterViews
 
 
+def stacked_subhead_probs(heads: nn.Linear, features: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """S × n × k softmax outputs of S sub-heads held as one linear layer with S·k outputs."""
+    logits = heads(features).view(len(features), -1, num_clusters)
+    return logits.softmax(dim=2).transpose(0, 1)
+
+
 class HeadRefit(L.LightningModule):
     """``refit_subheads`` fresh head-B sub-heads per trunk, trained with IIC on the frozen network's features.
 
@@ -41,11 +47,6 @@ class HeadRefit(L.LightningModule):
         self._loss_sum: torch.Tensor | None = None
         self._steps = 0
 
-    def subhead_probs(self, tower: int, features: torch.Tensor) -> torch.Tensor:
-        """S × n × k softmax outputs of one trunk's fresh sub-heads."""
-        logits = self.heads[tower](features).view(len(features), self.config.refit_subheads, self.config.k_b)
-        return logits.softmax(dim=2).transpose(0, 1)
-
     def configure_optimizers(self):
         return torch.optim.Adam(self.heads.parameters(), lr=self.config.lr)
 
@@ -55,10 +56,11 @@ class HeadRefit(L.LightningModule):
         repeats = len(gx) // len(x)
         with torch.no_grad():  # training-mode BatchNorm, as the heads were trained; its statistics are restored in apply
             features_x, features_gx = self.net.trunk_features(x), self.net.trunk_features(gx)
+        k = self.config.k_b
         losses = torch.stack([
-            iic_losses(self.subhead_probs(t, fx).repeat(1, repeats, 1), self.subhead_probs(t, fgx),
+            iic_losses(stacked_subhead_probs(heads, fx, k).repeat(1, repeats, 1), stacked_subhead_probs(heads, fgx, k),
                        self.config.refit_lamb)[0]
-            for t, (fx, fgx) in enumerate(zip(features_x, features_gx))
+            for heads, fx, fgx in zip(self.heads, features_x, features_gx)
         ])
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
