@@ -24,7 +24,7 @@ from iic.data.clustering import ClusterData, ImageSet, match_channels
 from iic.data.images import atomic_write_bytes
 from iic.errors import IICError
 from iic.heads import IICNet
-from iic.losses import iic_losses
+from iic.losses import iic_loss
 from iic.metrics import ContingencyTables, cluster_scores
 from iic.refit import HeadRefit
 from iic.views import ClusterViews
@@ -90,7 +90,8 @@ class ClusterModule(L.LightningModule):
         """Per-sub-head (loss, loss_plain) for a batch of uint8 images; x and g(x) are separate forward passes."""
         p, p_tf = self.net.forward_pair(*self.views(images), head)
         lamb = self.config.lamb_a if head == "A" else self.config.lamb_b
-        return iic_losses(p, p_tf, lamb)
+        pairs = [iic_loss(p[s], p_tf[s], lamb) for s in range(p.shape[0])]
+        return torch.stack([l for l, _ in pairs]), torch.stack([lp for _, lp in pairs])
 
     def training_step(self, batch, batch_idx):
         (images,) = batch
