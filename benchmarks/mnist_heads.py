@@ -5,9 +5,15 @@ per image, BatchNorm in training mode as in training) and the evaluation view of
 reported sub-head's trunk once, and caches the features. Then trains ``--heads`` freshly initialised
 linear + softmax sub-heads on those features with the IIC loss (no labels), and prints, after every epoch,
 the accuracy of the sub-head with the lowest mean loss over that epoch (the label-free rule) and, at the
-end, every sub-head's loss, accuracy and largest confusion. The trunk is never updated. Usage:
+end, every sub-head's loss, accuracy and largest confusion. The trunk is never updated.
+
+With ``--from-run`` the first sub-heads start as the run's head B (after a re-fit, the re-fitted ones) instead of
+at random; ``--then-epochs E --then-lamb L`` continue for E epochs at another λ, following (column "kept") the
+sub-head that had the lowest loss when the first phase ended (with ``--epochs 0 --from-run``: the run's reported
+one). Usage:
 
     .venv/bin/python benchmarks/mnist_heads.py RUN_DIR_OR_CKPT [--heads 20] [--epochs 30] [--lamb 2]
+        [--from-run] [--then-epochs 6 --then-lamb 1]
 """
 
 import argparse
@@ -59,6 +65,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lamb", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--from-run", action="store_true", help="start the first sub-heads from the run's head B")
+    parser.add_argument("--then-epochs", type=int, default=0)
+    parser.add_argument("--then-lamb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
     args = parser.parse_args()
@@ -79,29 +88,65 @@ def main() -> int:
             return table.compute().numpy()
 
     heads = torch.nn.Linear(evaluation.shape[1], S * k)
+    best = 0
+    if args.from_run:
+        if S < module.net.subheads_per_tower:
+            parser.error(f"--from-run needs --heads of at least the run's {module.net.subheads_per_tower} sub-heads")
+        reported = module.reported_subhead("B")
+        tower = module.net.towers[module.net.trunk_of(reported)]
+        with torch.no_grad():
+            for i, subhead in enumerate(tower.heads["B"].subheads[:S]):
+                heads.weight[i * k:(i + 1) * k] = subhead.weight
+                heads.bias[i * k:(i + 1) * k] = subhead.bias
+        best = reported % module.net.subheads_per_tower
     optimizer = torch.optim.Adam(heads.parameters(), lr=args.lr)
-    print("| epoch | seconds | lowest-loss sub-head | its ACC | sub-heads ≥ 98.5% |\n|---:|---:|---:|---:|---:|")
-    for epoch in range(1, args.epochs + 1):
-        started, total = time.perf_counter(), torch.zeros(S)
+    print("| epoch | λ | seconds | lowest-loss sub-head | its ACC | sub-heads ≥ 98.5% | kept | its ACC |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|")
+    kept = None
+    for epoch in range(1, args.epochs + args.then_epochs + 1):
+        lamb = args.lamb if epoch <= args.epochs else args.then_lamb
+        if epoch == args.epochs + 1:
+            kept = best
+        started, total, total_plain = time.perf_counter(), torch.zeros(S), torch.zeros(S)
         for b in torch.randperm(len(feats_x)).tolist():
             p = stacked_subhead_probs(heads, feats_x[b], k).repeat(1, r, 1)
-            losses = iic_losses(p, stacked_subhead_probs(heads, feats_gx[b], k), args.lamb)[0]
+            losses, plain = iic_losses(p, stacked_subhead_probs(heads, feats_gx[b], k), lamb)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
             total += losses.detach()
-        mean_loss = total / len(feats_x)
+            total_plain += plain.detach()
+        mean_loss, mean_plain = total / len(feats_x), total_plain / len(feats_x)
         accuracy = np.array([mapped_accuracy(t, hungarian_mapping(t)) for t in tables()])
         best = int(mean_loss.argmin())
-        print(f"| {epoch} | {time.perf_counter() - started:.0f} | {best} | {accuracy[best]:.2%} | "
-              f"{int((accuracy >= 0.985).sum())} of {S} |", flush=True)
+        followed = f"{kept} | {accuracy[kept]:.2%}" if kept is not None else "– | –"
+        print(f"| {epoch} | {lamb:g} | {time.perf_counter() - started:.0f} | {best} | {accuracy[best]:.2%} | "
+              f"{int((accuracy >= 0.985).sum())} of {S} | {followed} |", flush=True)
 
     print("\n| sub-head | mean loss (last epoch) | ACC | largest confusion |\n|---:|---:|---:|---|")
     final = tables()
     for s in mean_loss.argsort().tolist():
         [(count, label, matched)] = largest_confusions(final[s], count=1)
         print(f"| {s} | {mean_loss[s]:.5f} | {accuracy[s]:.2%} | {count} of class {label} → cluster of {matched} |")
+    if lamb != 1:
+        print_selection(mean_loss, mean_plain, lamb, accuracy, module.net.subheads_per_tower)
     return 0
+
+
+def print_selection(loss: torch.Tensor, plain: torch.Tensor, lamb: float, accuracy: np.ndarray, kept: int) -> None:
+    """Which sub-head the lowest-loss rule would choose at other values of λ, over the last epoch's losses.
+
+    The loss is linear in λ: H(z, z′) − λ (H(z) + H(z′)), so the losses at λ and at 1 (−I) give it at every λ.
+    """
+    marginals = (plain - loss) / (lamb - 1)
+    joint = plain + marginals
+    among = loss.argsort()[:kept]
+    print(f"\n| λ for the choice | lowest of all: sub-head, ACC | lowest of the {kept} lowest at λ = {lamb:g}: sub-head, ACC |"
+          "\n|---:|---:|---:|")
+    for choice in (1, 2, 3, 4, 5, 6, 8):
+        at_choice = joint - choice * marginals
+        best, best_kept = int(at_choice.argmin()), int(among[at_choice[among].argmin()])
+        print(f"| {choice} | {best}, {accuracy[best]:.2%} | {best_kept}, {accuracy[best_kept]:.2%} |")
 
 
 if __name__ == "__main__":

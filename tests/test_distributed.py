@@ -1,4 +1,7 @@
-"""Under DDP the IIC joint is summed over all processes, so loss and gradients equal one process on the union batch."""
+"""Under DDP the IIC joint is summed over all processes, so loss and gradients equal one process on the union batch.
+
+Both the one-head loss (training) and the many-sub-head one (``iic_losses``, head B's re-fit) are checked.
+"""
 
 import os
 import socket
@@ -10,16 +13,28 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from iic import iic_loss
+from iic.losses import iic_losses
+from iic.refit import stacked_subhead_probs
 
 
 class PairModel(nn.Module):
-    def __init__(self):
+    """S sub-heads of 4 clusters held as one linear layer, as in the re-fit; S × n × 4 outputs."""
+
+    def __init__(self, subheads: int):
         super().__init__()
         torch.manual_seed(0)
-        self.linear = nn.Linear(6, 4)
+        self.linear = nn.Linear(6, 4 * subheads)
 
     def forward(self, x, x_tf):
-        return self.linear(x).softmax(1), self.linear(x_tf).softmax(1)
+        return stacked_subhead_probs(self.linear, x, 4), stacked_subhead_probs(self.linear, x_tf, 4)
+
+
+def summed_loss(p: torch.Tensor, p_tf: torch.Tensor, lamb: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``iic_loss`` for one sub-head, the sum of ``iic_losses`` over several."""
+    if len(p) == 1:
+        return iic_loss(p[0], p_tf[0], lamb)
+    losses, plain = iic_losses(p, p_tf, lamb)
+    return losses.sum(), plain.sum()
 
 
 def union_batch():
@@ -34,15 +49,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank: int, world: int, port: int, out_dir: str, lamb: float) -> None:
+def worker(rank: int, world: int, port: int, out_dir: str, lamb: float, subheads: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = nn.parallel.DistributedDataParallel(PairModel())
+        model = nn.parallel.DistributedDataParallel(PairModel(subheads))
         x, x_tf = union_batch()
         shard = slice(rank * 16 // world, (rank + 1) * 16 // world)
         p, p_tf = model(x[shard], x_tf[shard])
-        loss, plain = iic_loss(p, p_tf, lamb)
+        loss, plain = summed_loss(p, p_tf, lamb)
         loss.backward()
         torch.save({"loss": loss.detach(), "plain": plain.detach(),
                     "grads": [q.grad.clone() for q in model.module.parameters()]}, f"{out_dir}/rank{rank}.pt")
@@ -54,12 +69,13 @@ def worker(rank: int, world: int, port: int, out_dir: str, lamb: float) -> None:
     os._exit(0)
 
 
-@pytest.mark.parametrize("lamb", [1.0, 1.3])
-def test_two_process_ddp_equals_one_process_on_union_batch(tmp_path, lamb):
-    model = PairModel()
-    loss, plain = iic_loss(*model(*union_batch()), lamb)
+@pytest.mark.parametrize("lamb, subheads", [(1.0, 1), (1.3, 1), (3.0, 5)])
+def test_two_process_ddp_equals_one_process_on_union_batch(tmp_path, lamb, subheads):
+    model = PairModel(subheads)
+    loss, plain = summed_loss(*model(*union_batch()), lamb)
     loss.backward()
-    mp.start_processes(worker, args=(2, free_port(), str(tmp_path), lamb), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(worker, args=(2, free_port(), str(tmp_path), lamb, subheads), nprocs=2, join=True,
+                       start_method="spawn")
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         assert result["loss"].item() == pytest.approx(loss.item(), rel=1e-5)

@@ -1,6 +1,5 @@
 """Pictures of a run: samples per cluster, and the loss/accuracy curves."""
 
-import csv
 import io
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from iic.data.images import atomic_write_bytes  # noqa: E402
+from iic.engine import read_metric_rows  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:
@@ -40,11 +40,8 @@ def plot_clusters(images: torch.Tensor, clusters: torch.Tensor, confidence: torc
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in rows]
+    """metrics.csv's rows with their filled cells as floats."""
+    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in read_metric_rows(path)]
 
 
 def plot_curves(metrics_csv: Path, path: Path) -> None:
