@@ -10,7 +10,7 @@ end, every sub-head's loss, accuracy and largest confusion. The trunk is never u
 With ``--from-run`` the first sub-heads start as the run's head B (after a re-fit, the re-fitted ones) instead of
 at random; ``--then-epochs E --then-lamb L`` continue for E epochs at another λ, following (column "kept") the
 sub-head that had the lowest loss when the first phase ended (with ``--epochs 0 --from-run``: the run's reported
-one). Usage:
+one). At λ ≠ 1 a last table says which sub-head the lowest-loss rule would choose at other values of λ. Usage:
 
     .venv/bin/python benchmarks/mnist_heads.py RUN_DIR_OR_CKPT [--heads 20] [--epochs 30] [--lamb 2]
         [--from-run] [--then-epochs 6 --then-lamb 1]
