@@ -26,7 +26,7 @@ from torch import nn
 from iic.data.clustering import load_cluster_data
 from iic.engine import load_module
 from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
-from iic.views import to_float
+from iic.views import EvalView, to_float
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,11 @@ def self_labelled(features: torch.Tensor, probs: torch.Tensor, threshold: float,
         return classifier(standardised).argmax(1)
 
 
+class ToFloat(nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return to_float(images)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
@@ -72,7 +77,7 @@ def main() -> int:
     size = (config.input_size, config.input_size)
 
     def centre(side: int) -> nn.Module:
-        return nn.Sequential(K.CenterCrop((side, side)), K.Resize(size, antialias=True))
+        return EvalView(dataclasses.replace(config, eval_crop_size=side))
 
     @torch.no_grad()
     def outputs(view: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,16 +85,17 @@ def main() -> int:
         features = []
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision.startswith("bf16")):
             for start in range(0, len(data.images), 2000):
-                features.append(net.trunk_features(view(to_float(data.images[start:start + 2000])))[tower].float())
+                features.append(net.trunk_features(view(data.images[start:start + 2000]))[tower].float())
         features = torch.cat(features)
         return features, head(features).softmax(1)
 
     rows: list[tuple[str, float]] = []
-    features, probs = outputs(centre(config.eval_crop_size))
+    features, probs = outputs(module.views.eval_view)
     rows.append((f"reported sub-head {subhead}, evaluation view (centre {config.eval_crop_size} px)",
                  accuracy(probs.argmax(1), data.labels, k)))
     averaged = {side: outputs(centre(side))[1] for side in (18, 22, 24) if side != config.eval_crop_size}
-    random_crop = nn.Sequential(K.RandomCrop((config.crop_size, config.crop_size)), K.Resize(size, antialias=True))
+    random_crop = nn.Sequential(ToFloat(), K.RandomCrop((config.crop_size, config.crop_size)),
+                                K.Resize(size, antialias=True))
     random_mean = sum(outputs(random_crop)[1] for _ in range(args.random_views)) / args.random_views
     for side, p in averaged.items():
         rows.append((f"centre {side} px instead", accuracy(p.argmax(1), data.labels, k)))
