@@ -2,6 +2,7 @@
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
 
 
 def is_distributed() -> bool:
@@ -24,3 +25,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():  # deprecated in favour of functional collectives, which have no autograd on all backends
         warnings.simplefilter("ignore", FutureWarning)
         return all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def evaluation_sampler(dataset: Dataset, world_size: int, rank: int) -> DistributedSampler | None:
+    """This process's share of an evaluation set, every item in exactly one share (None on one process).
+
+    Lightning's default for evaluation pads the shares to equal length with repeated items, which evaluation
+    tables would count twice; the shares here differ by at most one item instead.
+    """
+    if world_size <= 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler  # Lightning only where needed
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)

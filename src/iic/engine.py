@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
 from iic.data.clustering import ClusterData, ImageSet, match_channels
 from iic.data.images import atomic_write_bytes
+from iic.distributed import evaluation_sampler
 from iic.errors import IICError
 from iic.heads import IICNet
 from iic.losses import iic_loss
@@ -212,12 +213,18 @@ class ClusterDataModule(L.LightningDataModule):
                           num_workers=self.config.num_workers, persistent_workers=False)
 
     def val_dataloader(self) -> DataLoader:
-        return evaluation_loader(self.data.evaluation, self.config.num_workers)
+        trainer = self.trainer
+        return evaluation_loader(self.data.evaluation, self.config.num_workers,
+                                 world_size=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
 
 
-def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 512) -> DataLoader:
+def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 512, world_size: int = 1,
+                      rank: int = 0) -> DataLoader:
+    """The evaluation set in order; under DDP this process's share of it, each image in exactly one share."""
     labels = images.labels if images.labels is not None else torch.full((len(images),), -1, dtype=torch.long)
-    return DataLoader(TensorDataset(images.images, labels), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    dataset = TensorDataset(images.images, labels)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      sampler=evaluation_sampler(dataset, world_size, rank))
 
 
 # --- trainer and run directory ----------------------------------------------------------------------
