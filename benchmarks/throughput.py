@@ -8,7 +8,9 @@ identical copies go through the network once (``IICNet.forward_pair``: same outp
 official code passes all r.
 Both run the same ClusterNet6c + heads (iic's, which runs its convolutions channels-last; the official
 code's network did not), the same IIC loss and Adam step, in this one process, in float32; a last row
-adds iic's bf16-mixed precision.
+adds iic's bf16-mixed precision. The GFLOP/s column (torch's FlopCounterMode: convolutions and matrix
+products, forward and backward) is set against this machine's convolution peak, measured on one large
+convolution of the network's kernel size, to show how far each pipeline is from what the CPU can do.
 
     .venv/bin/python benchmarks/throughput.py [--preset mnist] [--steps 20] [--widths 32 64 128 128] [--conv-size 3]
 """
@@ -22,6 +24,7 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
 from iic.heads import IICNet
@@ -85,6 +88,23 @@ def measure(step, steps: int, pairs_per_step: int, device) -> float:
     return steps * pairs_per_step / (time.perf_counter() - start)
 
 
+def flops_of(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def convolution_peak(kernel_size: int, device, dtype: torch.dtype, channels: int = 256, side: int = 24,
+                     batch: int = 32, steps: int = 5) -> float:
+    """FLOP/s of one large channels-last convolution's forward pass: a practical ceiling for this network."""
+    x = torch.randn(batch, channels, side, side, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False)
+    conv = conv.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    with torch.no_grad():
+        rate = measure(lambda: conv(x), steps, 1, device)
+    return rate * 2 * batch * side * side * channels * channels * kernel_size ** 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="mnist")
@@ -143,14 +163,19 @@ def main() -> int:
     ours_bf16 = measure(lambda: our_step(bf16=True), args.steps, pairs, device)
     network = measure(network_only, args.steps, pairs, device)
     view_rate = measure(views_only, args.steps, pairs, device)
+    official_flops, our_flops = flops_of(official_step) / pairs, flops_of(our_step) / pairs  # per pair
+    peaks = {dtype: convolution_peak(config.conv_size, device, dtype) for dtype in (torch.float32, torch.bfloat16)}
     print(f"preset {args.preset}, device {device}, batch {config.batch_size} images × r={config.repeats} = {pairs} pairs, "
           f"widths {tuple(config.widths)}, {config.conv_size}×{config.conv_size} convs, torch threads {torch.get_num_threads()}, official-style workers {args.workers}")
-    print("| pipeline | training pairs/s | ratio to official |\n|---|---:|---:|")
-    print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 |")
-    print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} |")
-    print(f"| iic, --precision bf16-mixed | {ours_bf16:,.0f} | {ours_bf16 / official:.2f} |")
-    print(f"| network + loss only (upper bound) | {network:,.0f} | {network / official:.2f} |")
-    print(f"| iic views only | {view_rate:,.0f} | {view_rate / official:.2f} |")
+    print("| pipeline | training pairs/s | ratio to official | GFLOP/s |\n|---|---:|---:|---:|")
+    print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 | {official * official_flops / 1e9:,.0f} |")
+    print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} | {ours * our_flops / 1e9:,.0f} |")
+    print(f"| iic, --precision bf16-mixed | {ours_bf16:,.0f} | {ours_bf16 / official:.2f} | {ours_bf16 * our_flops / 1e9:,.0f} |")
+    print(f"| network + loss only (upper bound) | {network:,.0f} | {network / official:.2f} | {network * our_flops / 1e9:,.0f} |")
+    print(f"| iic views only | {view_rate:,.0f} | {view_rate / official:.2f} | |")
+    print(f"\nwork per pair: official-style {official_flops / 1e6:.0f} MFLOP, iic {our_flops / 1e6:.0f} MFLOP; one large "
+          f"{config.conv_size}×{config.conv_size} convolution's forward pass on this device: float32 "
+          f"{peaks[torch.float32] / 1e9:,.0f} GFLOP/s, bfloat16 {peaks[torch.bfloat16] / 1e9:,.0f} GFLOP/s")
     return 0
 
 
