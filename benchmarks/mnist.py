@@ -24,7 +24,7 @@ import yaml
 from iic.cli import quiet_libraries
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict
 from iic.data.clustering import load_cluster_data
-from iic.engine import ClusterModule, fit
+from iic.engine import ClusterModule, fit, head_schedule
 from iic.errors import IICError
 from iic.losses import iic_losses
 from iic.metrics import hungarian_mapping
@@ -113,6 +113,13 @@ def main() -> int:
     print("| part | ms | share |\n|---|---:|---:|")
     for key, value in timings.items():
         print(f"| {key} | {1000 * value:.1f} | {100 * value / total:.0f}% |")
+
+    if config.lr_schedule != "constant" and "epochs" not in overrides:
+        # A schedule needs the run's length: as many epochs as the profiled step time fits in the budget (+10% a
+        # pass for its evaluation), so that the lr reaches its end about when the time does.
+        pass_seconds = 1.1 * total * (len(data.train_b) // config.batch_size)
+        config.epochs = max(1, round(60 * args.minutes / pass_seconds / len(head_schedule(config))))
+        print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * len(head_schedule(config))} passes)")
 
     run_dir = Path(config.out_dir) / config.name
     started = time.perf_counter()

@@ -53,3 +53,18 @@ def test_a_yaml_boolean_is_not_a_number():
     with pytest.raises(IICError, match="expected float"):
         config_from_dict(ClusterConfig, {"lr": False})
     assert config_from_dict(ClusterConfig, {"epochs": 3.0, "flip": "yes"}).epochs == 3
+
+
+def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_over_the_run(three_digit_npz, tmp_path):
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import fit
+
+    config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=0, num_subheads=1, epochs=2,
+                           batch_size=100, repeats=2, lr=0.004, lr_schedule="cosine", out_dir=str(tmp_path), name="run")
+    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    steps, scheduler = module.trainer.global_step, module.lr_schedulers()
+    assert steps == scheduler.T_max > 2  # every step of the run
+    assert scheduler.base_lrs == [0.004]
+    assert module.optimizers().param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == steps  # saved with the run: --resume continues it

@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def validate_config(config) -> None:
-    from iic.config import X_CROPS
+    from iic.config import LR_SCHEDULES, X_CROPS
 
     checks = [
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
@@ -115,6 +115,7 @@ def validate_config(config) -> None:
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
         (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
         (0 < config.lr < math.inf, f"lr must be positive and finite, got {config.lr}"),
+        (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"),
         (config.lamb_a > 0 and config.lamb_b > 0 and config.refit_lamb > 0, "lamb_a, lamb_b and refit_lamb must be positive"),
         (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
          f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), got {config.refit_subheads}"),

@@ -64,6 +64,7 @@ class ClusterConfig:
     refit_lamb: float = 3.0
     # optimisation
     lr: float = 4e-3
+    lr_schedule: str = "constant"  # constant | cosine: from lr down to 0 over all of the run's epochs (torch's CosineAnnealingLR)
     batch_size: int = 64
     epochs: int = 20  # each epoch is head_a_passes + head_b_passes passes over the data
     seed: int = 0
@@ -79,6 +80,7 @@ class ClusterConfig:
 
 
 X_CROPS = ("random", "centre", "centre_half")  # the values of ClusterConfig.x_crop
+LR_SCHEDULES = ("constant", "cosine")  # the values of ClusterConfig.lr_schedule
 
 # The paper's settings (IIC's supplementary material and the authors' scripts), adapted where noted.
 CLUSTER_PRESETS: dict[str, dict[str, Any]] = {
