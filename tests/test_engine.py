@@ -1,5 +1,7 @@
 """Engine pieces that a short run does not reach: divergence, channel conversion for evaluation, config sources."""
 
+import math
+
 import pytest
 import torch
 
@@ -55,16 +57,45 @@ def test_a_yaml_boolean_is_not_a_number():
     assert config_from_dict(ClusterConfig, {"epochs": 3.0, "flip": "yes"}).epochs == 3
 
 
-def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_over_the_run(three_digit_npz, tmp_path):
+
+def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_follows_new_settings(
+        three_digit_npz, tmp_path, monkeypatch):
     from iic.data.clustering import load_cluster_data
     from iic.engine import fit
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=0, num_subheads=1, epochs=2,
                            batch_size=100, repeats=2, lr=0.004, lr_schedule="cosine", out_dir=str(tmp_path), name="run")
-    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
-    steps, scheduler = module.trainer.global_step, module.lr_schedulers()
-    assert steps == scheduler.T_max > 2  # every step of the run
-    assert scheduler.base_lrs == [0.004]
-    assert module.optimizers().param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    data = load_cluster_data(config)
+    used = []
+    original = ClusterModule.scheduled_lr
+
+    def recorded(self):
+        used.append(original(self))
+        return used[-1]
+
+    monkeypatch.setattr(ClusterModule, "scheduled_lr", recorded)
+    module, _ = fit(config, data, tmp_path / "run", enable_progress_bar=False)
+    steps = module.trainer.global_step
+    assert len(used) == steps > 2 and used[0] == 0.004
+    assert all(a > b for a, b in zip(used, used[1:])) and used[-1] < 0.004 * 0.01  # down to (almost) 0
+    # Resumed with twice the epochs and another lr: the schedule is the new settings' from the step reached.
+    used.clear()
+    config.epochs, config.lr = 4, 0.002
+    fit(config, data, tmp_path / "run", resume=True, enable_progress_bar=False)
+    assert len(used) == steps and used[0] == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["lr_schedulers"][0]["last_epoch"] == steps  # saved with the run: --resume continues it
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(used[-1])
+
+
+def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path):
+    """The checkpoint's optimizer state carries the old lr; the resumed run's settings win."""
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import fit
+
+    config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=0, num_subheads=1, epochs=1,
+                           batch_size=100, repeats=2, lr=0.004, out_dir=str(tmp_path), name="run")
+    data = load_cluster_data(config)
+    fit(config, data, tmp_path / "run", enable_progress_bar=False)
+    config.epochs, config.lr = 2, 0.001
+    module, _ = fit(config, data, tmp_path / "run", resume=True, enable_progress_bar=False)
+    assert module.optimizers().param_groups[0]["lr"] == 0.001

@@ -64,7 +64,7 @@ class ClusterConfig:
     refit_lamb: float = 3.0
     # optimisation
     lr: float = 4e-3
-    lr_schedule: str = "constant"  # constant | cosine: from lr down to 0 over all of the run's epochs (torch's CosineAnnealingLR)
+    lr_schedule: str = "constant"  # constant | cosine: from lr down to 0 over all of the run's steps
     batch_size: int = 64
     epochs: int = 20  # each epoch is head_a_passes + head_b_passes passes over the data
     seed: int = 0

@@ -60,6 +60,7 @@ class ClusterModule(L.LightningModule):
         self.last_results: dict[str, Any] = {}
         self._step_clock: float | None = None
         self._fit_started: float | None = None
+        self._total_steps = 1
 
     def set_num_classes(self, num_classes: int) -> None:
         """Evaluation tables for ``num_classes`` labels; with none, one pseudo-class so that they count cluster sizes."""
@@ -85,11 +86,19 @@ class ClusterModule(L.LightningModule):
     def configure_optimizers(self):
         # One optimizer, not one per head as in the official code: on the digits it reaches a higher accuracy
         # in the same number of steps. Parameters without a gradient in a step (the other head) are skipped.
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+    def on_train_start(self) -> None:
+        self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+
+    def scheduled_lr(self) -> float:
+        """The lr of the current step: ``lr``, or with ``lr_schedule: cosine`` its cosine decay to 0 over all of the
+        run's steps. A function of the step alone (no scheduler state, which a checkpoint would restore along with
+        the optimizer's lr), so that a resumed run follows its current settings: another --lr, more --epochs."""
         if self.config.lr_schedule == "constant":
-            return optimizer
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)}
+            return self.config.lr
+        progress = min(self.global_step / self._total_steps, 1.0)
+        return 0.5 * self.config.lr * (1.0 + math.cos(math.pi * progress))
 
     def pair_losses(self, images: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sub-head (loss, loss_plain) for a batch of uint8 images; x and g(x) are separate forward passes."""
@@ -106,10 +115,9 @@ class ClusterModule(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        for group in optimizer.param_groups:
+            group["lr"] = self.scheduled_lr()
         optimizer.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:  # manual optimisation: the schedule is stepped here, once per step
-            scheduler.step()
 
         detached = losses.detach()
         self._loss_sums[head] = self._loss_sums.get(head, torch.zeros_like(detached)) + detached
