@@ -7,7 +7,9 @@ lowest-loss sub-head against wall-clock time: after every pass, and after head B
     .venv/bin/python benchmarks/mnist.py [--minutes 27] [--data ../shared/datasets/mnist.npz]
         [--widths 64 128 256 512] [--set KEY=VALUE ...]
 
-Ends with the reported sub-head's largest confusions (which digits end up in which cluster).
+Ends with the reported sub-head's largest confusions (which digits end up in which cluster). With
+``--set lr_schedule=cosine`` the epochs are sized from the step profile so that the lr reaches 0 about when the
+budget ends (unless ``--set epochs=N`` is given).
 """
 
 import argparse
