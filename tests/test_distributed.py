@@ -95,8 +95,9 @@ def test_two_process_training_run_evaluates_each_image_once_with_the_saved_model
     exactly (also when the last pass was not validated: --eval-every 2 of 3 passes)."""
     run = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "iic", "train", "--devices", "2", "--accelerator", "cpu", "--epochs", "1", "--eval-every", "2", "--trunks", "1",
-         "--widths", "8", "8", "16", "16", "--repeats", "2", "--no-progress", "--out-dir", str(tmp_path), "--name", "ddp"],
+        [sys.executable, "-m", "iic", "train", "--devices", "2", "--accelerator", "cpu", "--epochs", "1",
+         "--eval-every", "2", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats", "2", "--no-progress",
+         "--out-dir", str(tmp_path), "--name", "ddp"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     trained = yaml.safe_load((run / "results.yaml").read_text())

@@ -228,9 +228,8 @@ class ClusterDataModule(L.LightningDataModule):
                           num_workers=self.config.num_workers, persistent_workers=False)
 
     def val_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        return evaluation_loader(self.data.evaluation, self.config.num_workers,
-                                 world_size=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return evaluation_loader(self.data.evaluation, self.config.num_workers, world_size=world_size, rank=rank)
 
 
 def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 512, world_size: int = 1,
