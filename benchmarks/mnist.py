@@ -120,8 +120,9 @@ def main() -> int:
         # A schedule needs the run's length: as many epochs as the profiled step time fits in the budget (+10% a
         # pass for its evaluation), so that the lr reaches its end about when the time does.
         pass_seconds = 1.1 * total * (len(data.train_b) // config.batch_size)
-        config.epochs = max(1, round(60 * args.minutes / pass_seconds / len(head_schedule(config))))
-        print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * len(head_schedule(config))} passes)")
+        passes_per_epoch = len(head_schedule(config))
+        config.epochs = max(1, round(60 * args.minutes / pass_seconds / passes_per_epoch))
+        print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * passes_per_epoch} passes)")
 
     run_dir = Path(config.out_dir) / config.name
     started = time.perf_counter()

@@ -57,7 +57,6 @@ def test_a_yaml_boolean_is_not_a_number():
     assert config_from_dict(ClusterConfig, {"epochs": 3.0, "flip": "yes"}).epochs == 3
 
 
-
 def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_follows_new_settings(
         three_digit_npz, tmp_path, monkeypatch):
     from iic.data.clustering import load_cluster_data

@@ -115,8 +115,9 @@ class ClusterModule(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        lr = self.scheduled_lr()
         for group in optimizer.param_groups:
-            group["lr"] = self.scheduled_lr()
+            group["lr"] = lr
         optimizer.step()
 
         detached = losses.detach()
