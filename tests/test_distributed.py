@@ -4,6 +4,7 @@ Both the one-head loss (training) and the many-sub-head one (``iic_losses``, hea
 2-process training run evaluates exactly what one process evaluates on its saved model.
 """
 
+import csv
 import os
 import socket
 import subprocess
@@ -92,14 +93,16 @@ def test_two_process_ddp_equals_one_process_on_union_batch(tmp_path, lamb, subhe
 def test_two_process_training_run_evaluates_each_image_once_with_the_saved_model(tmp_path):
     """`iic train --devices 2` on CPU (gloo): the evaluation counts each of the 1,797 digits once (Lightning's default
     sampler repeats one to even out the shares), so its scores equal one process's evaluation of the saved model
-    exactly (also when the last pass was not validated: --eval-every 2 of 3 passes)."""
+    exactly; and the validation after each pass uses rank 0's BatchNorm statistics in both processes (each one's
+    last training step updates its own), so the last pass's validation equals the final evaluation."""
     run = tmp_path / "ddp"
     result = subprocess.run(
         [sys.executable, "-m", "iic", "train", "--devices", "2", "--accelerator", "cpu", "--epochs", "1",
-         "--eval-every", "2", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats", "2", "--no-progress",
+         "--eval-every", "1", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats", "2", "--no-progress",
          "--out-dir", str(tmp_path), "--name", "ddp"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("iic train:") == 1 and result.stdout.count("trained in") == 1, result.stdout  # rank 0 speaks
     trained = yaml.safe_load((run / "results.yaml").read_text())
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval.yaml")]) == 0
     evaluated = yaml.safe_load((tmp_path / "eval.yaml").read_text())
@@ -107,3 +110,8 @@ def test_two_process_training_run_evaluates_each_image_once_with_the_saved_model
         assert sum(trained[head]["cluster_sizes"]) == 1797
         assert trained[head]["subheads"] == evaluated[head]["subheads"]
         assert trained[head]["cluster_sizes"] == evaluated[head]["cluster_sizes"]
+    with open(run / "metrics.csv") as f:
+        validated = [row for row in csv.DictReader(f) if row["val/acc_B"]]
+    assert len(validated) == 4  # after each of the 3 passes, then the final evaluation
+    scores = [key for key in validated[-1] if key.startswith(("val/acc", "val/nmi", "val/ari"))]
+    assert [validated[-2][key] for key in scores] == [validated[-1][key] for key in scores]

@@ -9,7 +9,7 @@ from PIL import Image
 from iic.config import config_from_dict
 from iic.cli import main
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
-from iic.segmentation.engine import train
+from iic.segmentation.engine import build_source, evaluate_module, evaluation_loader, load_module, train
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +125,42 @@ def test_potsdam3_preset_trains_on_rgb_ir_tiles(tmp_path, capsys):
     assert set(results["head_B"]["iou"]) == {"roads and cars", "buildings and clutter", "vegetation and trees"}
     assert "paper (Table 4): pixel accuracy 65.1%" in out
     assert (run_dir / "segmentation.png").is_file()
+
+
+def test_two_process_training_run_evaluates_each_image_once(tmp_path):
+    """`iic segment train --devices 2` on CPU (gloo), five labelled images: each process evaluates its share (Lightning's
+    default sampler would count one image twice) with rank 0's BatchNorm statistics (each process's last training
+    step updates its own), so the last pass's validation, results.yaml and one process's evaluation of the saved
+    model agree exactly; and only rank 0 prints."""
+    import csv
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(5):  # a noisy region beside a flat one, split at a different column in each image
+        image = np.full((32, 32, 3), 128, dtype=np.uint8)
+        labels = np.zeros((32, 32), dtype=np.uint8)
+        image[:, : 8 + 4 * i] = rng.integers(0, 256, (32, 8 + 4 * i, 3))
+        labels[:, : 8 + 4 * i] = 1
+        Image.fromarray(image).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray(labels).save(tmp_path / "labels" / f"{i}.png")
+    data = ["--dataset", "folder", "--data-path", str(tmp_path / "images"), "--label-dir", str(tmp_path / "labels")]
+    result = subprocess.run(
+        [sys.executable, "-m", "iic", "segment", "train", *data, "--devices", "2", "--accelerator", "cpu",
+         "--k-b", "2", "--k-a", "0", "--crop-size", "24", "--T", "2", "--widths", *["4"] * 6, "--batch-size", "2",
+         "--epochs", "2", "--eval-every", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"), "--name", "ddp"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("iic segment train:") == 1 and result.stdout.count("pixel accuracy") == 1, result.stdout
+    run_dir = tmp_path / "runs" / "ddp"
+    trained = yaml.safe_load((run_dir / "results.yaml").read_text())["head_B"]
+    with open(run_dir / "metrics.csv") as f:
+        validated = [float(row["val/pixel_acc_B"]) for row in csv.DictReader(f) if row.get("val/pixel_acc_B")]
+    assert validated[-1] == pytest.approx(trained["pixel_acc"], abs=1e-6)
+
+    module = load_module(run_dir)
+    evaluated = evaluate_module(module, evaluation_loader(module.config, build_source(module.config, "eval")))
+    assert evaluated["B"].pixel_acc == pytest.approx(trained["pixel_acc"], abs=1e-12)
+    assert evaluated["B"].miou == pytest.approx(trained["miou"], abs=1e-12)

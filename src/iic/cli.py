@@ -77,14 +77,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     validate_config(config)
 
     from iic.data.clustering import load_cluster_data
+    from iic.distributed import is_main_process
     from iic.engine import fit, new_run_dir, predict_probs
     from iic.plots import plot_clusters, plot_curves
 
     data = load_cluster_data(config)  # bad data fails here, before anything is written
     if not args.resume:
         run_dir = new_run_dir(config.out_dir, config.name, config.preset)
-    print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
-          f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
+    if is_main_process():
+        print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
+              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
     started = time.perf_counter()
     module, results = fit(config, data, run_dir, resume=bool(args.resume), enable_progress_bar=not args.no_progress)
     elapsed = time.perf_counter() - started

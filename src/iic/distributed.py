@@ -9,6 +9,14 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def is_main_process() -> bool:
+    """False in the processes a DDP run adds (Lightning re-runs the command in each, its rank in the environment):
+    true for rank 0 also before the Trainer has started the others."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes, differentiably.
 
@@ -38,3 +46,15 @@ def evaluation_sampler(dataset: Dataset, world_size: int, rank: int) -> Distribu
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler  # Lightning only where needed
 
     return UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers (BatchNorm running statistics), the ones its checkpoint saves.
+
+    Each process's last training forward pass updates its running statistics with its own batch, so without
+    this the processes would evaluate their shares with slightly different models. No-op on one process.
+    """
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
 from iic.data.clustering import ClusterData, ImageSet, match_channels
 from iic.data.images import atomic_write_bytes
-from iic.distributed import evaluation_sampler
+from iic.distributed import broadcast_buffers, evaluation_sampler
 from iic.errors import IICError
 from iic.heads import IICNet
 from iic.losses import iic_loss
@@ -159,6 +159,7 @@ class ClusterModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.close_pass()  # Lightning validates (and checkpoints by val/loss) before on_train_epoch_end
+        broadcast_buffers(self)
         for table in self.tables.values():
             table.reset()
 

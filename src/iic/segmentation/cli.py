@@ -55,6 +55,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from iic.distributed import is_main_process
     from iic.segmentation.engine import format_scores, train
 
     overrides = overrides_from_args(args, SegmentConfig)
@@ -68,9 +69,12 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
     validate_config(config)
-    print(f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
-          f"T={config.T}, {config.epochs} epochs")
+    if is_main_process():
+        print(f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
+              f"T={config.T}, {config.epochs} epochs")
     result = train(config, progress=not args.no_progress, resume=args.resume)
+    if not is_main_process():
+        return 0
     print(f"run directory: {result.run_dir}")
     if result.scores:
         print(format_scores(result.scores, result.module.class_names))

@@ -23,6 +23,7 @@ from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, kept_metrics_history, lightning_interrupts, make_run_dir,
                         new_run_dir)
+from iic.distributed import broadcast_buffers, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
@@ -66,11 +67,14 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
     return source
 
 
-def evaluation_loader(config: SegmentConfig, source: SegmentationSource) -> torch.utils.data.DataLoader:
+def evaluation_loader(config: SegmentConfig, source: SegmentationSource, world_size: int = 1,
+                      rank: int = 0) -> torch.utils.data.DataLoader:
+    """The evaluation images in order; under DDP this process's share of them, each image in exactly one share."""
     same_size = config.eval_crop_size > 0 or hasattr(source, "images")
+    dataset = EvaluationImages(source, config.scale, config.eval_crop_size or None)
     return torch.utils.data.DataLoader(
-        EvaluationImages(source, config.scale, config.eval_crop_size or None),
-        batch_size=config.eval_batch_size if same_size else 1, shuffle=False, num_workers=config.num_workers,
+        dataset, batch_size=config.eval_batch_size if same_size else 1, shuffle=False, num_workers=config.num_workers,
+        sampler=evaluation_sampler(dataset, world_size, rank),
     )
 
 
@@ -180,6 +184,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_validation_epoch_start(self):
         self.close_pass()  # Lightning validates (and checkpoints by val/loss) before on_train_epoch_end
+        broadcast_buffers(self)
 
     def validation_step(self, batch, batch_idx):
         x, y, _ = batch
@@ -340,16 +345,19 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         batch_size=config.batch_size, shuffle=True, drop_last=len(train_source) > config.batch_size,
         num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
     )
-    eval_loader = evaluation_loader(config, eval_source) if eval_source is not None else None
     passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
     # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
     trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
                             reload_dataloaders=False, enable_progress_bar=progress)
+    # Each process evaluates its share; the contingency tables sum the shares (during training and at the end).
+    eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
+                   if eval_source is not None else None)
     resumed_step = check_resumable(module, resume, passes) if resume is not None else None
     if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
         make_run_dir(run_dir, config)
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
+    broadcast_buffers(module)
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
     # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
