@@ -159,7 +159,7 @@ def assert_one_line_error(result, fragment):
         (["train", "--accelerator", "tpu"], "cannot set up training"),
         (["train", "--tf-crop-sizes", "10", "20"], "tf_crop_sizes"),
         (["train", "--num-workers", "-1"], "num_workers"),
-        (["train", "--lr", "inf"], "lr must be positive and finite"),
+        (["train", "--lr", "inf"], "lr must be positive and at most 10"),
         (["train", "--x-crop", "middle"], "x_crop must be random, centre or centre_half"),
         (["train", "--rotation-p", "1.5"], "rotation_p must be a probability"),
         (["train", "--conv-size", "4"], "conv_size must be odd"),
@@ -170,6 +170,24 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):
     result = run_cli(*args, "--out-dir", str(tmp_path)) if args[0] == "train" else run_cli(*args)
     assert_one_line_error(result, fragment)
     assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--lr", "1e300"], "lr must be positive and at most 10"),  # overflowed float32 inside Adam
+        (["--seed", "-1"], "seed must be in 0..2**32-1"),
+        (["--head-b-passes", "0"], "head_b_passes must be at least 1"),  # was silently 1
+        (["--head-a-passes", "0"], "head_a_passes must be at least 1 while head A is on"),  # head A reported untrained
+        (["--widths", "0", "0", "0", "0"], "widths must be positive"),
+        (["--jitter", "-1", "0", "0", "0"], "jitter (brightness, contrast, saturation, hue) must be"),
+        (["--rotation", "nan"], "rotation must be in 0..180"),
+        (["--name", "../elsewhere"], "name must be a plain folder name"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, args, fragment):
+    assert fragment in in_process_error(capsys, "train", *args, "--out-dir", str(tmp_path / "runs"))
+    assert not any(tmp_path.iterdir())
 
 
 def test_resuming_a_finished_run_keeps_a_well_formed_history(trained_run):
@@ -205,6 +223,38 @@ def test_bad_output_paths(tmp_path, trained_run):
     assert_one_line_error(run_cli("predict", str(trained_run), str(a_file), "--out", str(tmp_path)), "is a directory")
 
 
+def in_process_error(capsys, *argv) -> str:
+    """The one error line of ``iic ARGV`` run in this process (exit code 2, nothing on stdout)."""
+    assert main(list(argv)) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("iic: error:"), captured
+    return lines[0]
+
+
+def test_bad_files_and_layouts(tmp_path, trained_run, capsys):
+    out_dir = tmp_path / "runs"
+    (tmp_path / "binary.yaml").write_bytes(b"\x00\xff\xfe")
+    assert "is not a UTF-8 text file" in in_process_error(capsys, "train", "--config", str(tmp_path / "binary.yaml"),
+                                                          "--out-dir", str(out_dir))
+    mixed = tmp_path / "mixed"
+    for place in ("cats", "dogs", "."):  # class sub-folders, and a stray image beside them
+        (mixed / place).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(mixed / place / "0.png")
+    assert "holds both images (0.png, …: 1) and sub-folders (cats, …: 2)" in in_process_error(
+        capsys, "train", "--dataset", "folder", "--data-path", str(mixed), "--out-dir", str(out_dir))
+    np.savez(tmp_path / "three.npz", x_train=np.zeros((3, 8, 8), dtype=np.uint8))
+    assert_one_line_error(run_cli("train", "--dataset", "npz", "--data-path", str(tmp_path / "three.npz"), "--k-b", "2",
+                                  "--k-a", "0", "--devices", "2", "--accelerator", "cpu", "--out-dir", str(out_dir)),
+                          "3 training images cannot be shared by 2 processes")
+    assert not out_dir.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for command in (["evaluate", str(trained_run)], ["predict", str(trained_run), str(mixed / "cats")]):
+        line = in_process_error(capsys, *command, "--out", str(a_file / "results"))  # refused before any work
+        assert line.endswith(f"cannot write {a_file / 'results'}: {a_file} is a file, not a directory")
+
+
 def test_bad_images_and_checkpoints(tmp_path, trained_run):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG garbage")
     assert_one_line_error(run_cli("predict", str(trained_run), str(tmp_path / "corrupt.png"), "--out",
@@ -217,3 +267,57 @@ def test_bad_images_and_checkpoints(tmp_path, trained_run):
     other["hyper_parameters"]["config"]["widths"] = [8, 8, 8, 8]  # a checkpoint of a different model
     torch.save(other, tmp_path / "other.ckpt")
     assert_one_line_error(run_cli("evaluate", str(tmp_path / "other.ckpt")), "does not match")
+
+
+def test_a_head_that_never_trained_is_reported_as_such():
+    from iic.cli import format_results
+
+    untrained = {"k": 50, "reported_subhead": 0, "subhead_losses": [float("inf")] * 2, "cluster_sizes": [3, 0],
+                 "reported": {"acc": 0.3, "nmi": 0.1, "ari": 0.1}, "best_by_labels_subhead": 1,
+                 "best_by_labels": {"acc": 0.3, "nmi": 0.1, "ari": 0.1}}
+    text = format_results({"A": untrained, "B": {**untrained, "k": 10, "subhead_losses": [-2.0, -1.5]}})
+    assert "head A (k=50): not trained (training stopped before its first pass)" in text
+    assert "head B (k=10), sub-head 0 (lowest loss): ACC" in text
+
+
+def test_a_failed_download_is_one_clear_line(tmp_path):
+    from iic.config import ClusterConfig
+    from iic.data.clustering import _torchvision
+    from iic.errors import IICError
+
+    def offline(**kwargs):
+        raise RuntimeError("Error downloading train-images.gz:\nTried https://example.org/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known>\n")
+
+    def unreachable(**kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    config = ClusterConfig(dataset="mnist", data_path=str(tmp_path), download=True)
+    with pytest.raises(IICError, match=r"cannot download mnist to .*: <urlopen error \[Errno -2\] Name or service not known>$"):
+        _torchvision(offline, config)
+    with pytest.raises(IICError, match="cannot download mnist under .*: Network is unreachable"):
+        _torchvision(unreachable, config)
+
+
+def test_resuming_a_segmentation_run_as_clustering_says_which_command(tmp_path, capsys):
+    from iic.config import save_config
+    from iic.segmentation.config import SegmentConfig
+
+    save_config(SegmentConfig(), tmp_path / "config.yaml")
+    line = in_process_error(capsys, "train", "--resume", str(tmp_path))
+    assert line == f"iic: error: {tmp_path} is a segmentation run: resume it with `iic segment train --resume {tmp_path}`"
+
+
+def test_help_explains_every_setting(capsys):
+    import dataclasses
+
+    from iic.config import ClusterConfig, field_comments
+    from iic.segmentation.config import SegmentConfig
+
+    for cls in (ClusterConfig, SegmentConfig):  # each setting documented where it is defined
+        assert {f.name for f in dataclasses.fields(cls)} - set(field_comments(cls)) == {"preset"}
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--x-crop X_CROP random | centre | centre_half" in text
+    assert "--lr-schedule LR_SCHEDULE constant | cosine" in text

@@ -98,9 +98,15 @@ def test_finite_gradients_for_one_hot_inputs_under_bf16_autocast():
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
 
-def test_rejects_mismatched_shapes():
-    with pytest.raises(ValueError):
+def test_rejects_arguments_it_cannot_use():
+    with pytest.raises(ValueError, match=r"two n×k tensors of the same shape, got \(4, 3\) and \(4, 2\)"):
         iic_loss(torch.rand(4, 3), torch.rand(4, 2))
+    with pytest.raises(TypeError, match="expects torch tensors, got ndarray"):
+        iic_loss(torch.rand(4, 3).numpy(), torch.rand(4, 3).numpy())
+    with pytest.raises(ValueError, match="empty batch"):
+        iic_loss(torch.rand(0, 3), torch.rand(0, 3))
+    with pytest.raises(ValueError, match="lamb must be finite and non-negative"):
+        iic_loss(torch.rand(4, 3), torch.rand(4, 3), lamb=-1.0)
 
 
 def test_iic_losses_equals_iic_loss_per_subhead():

@@ -170,6 +170,20 @@ def test_folder_bad_inputs(tmp_path):
     empty.mkdir()
     with pytest.raises(IICError, match="no images found"):
         FolderSource(empty)
+    (images / "img1.jpg").write_bytes((images / "img1.jpg").read_bytes()[:200])  # truncated
+    with pytest.raises(IICError, match="cannot read image .*img1.jpg"):
+        FolderSource(images)  # read on construction, label maps or not
+
+
+def test_preset_data_path_is_found_from_any_directory(tmp_path, monkeypatch, shared_datasets):
+    from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
+    from iic.config import config_from_dict
+    from iic.segmentation.engine import build_source
+
+    monkeypatch.chdir(tmp_path)
+    config = config_from_dict(SegmentConfig, SEGMENT_PRESETS["camvid3"])
+    source = build_source(config, "eval")
+    assert source.class_names == ["sky", "ground", "plants"] and len(source) > 0
 
 
 def test_npz_splits_void_and_class_groups(tmp_path):

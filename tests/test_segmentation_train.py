@@ -81,10 +81,12 @@ def write_folder(root, label_sizes):
             Image.fromarray(np.zeros(size, dtype=np.uint8)).save(root / "labels" / f"{i}.png")
 
 
-@pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "T too large", "k_a of 1", "predict empty"])
-def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, case):
+@pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "16-bit image",
+                                  "preset data missing", "T too large", "k_a of 1", "negative seed", "predict empty"])
+def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch, case):
     out_dir = tmp_path / "runs"
     folder_args = ["--dataset", "folder", "--data-path", tmp_path / "images", "--label-dir", tmp_path / "labels"]
+    unlabelled_folder_args = ["--dataset", "folder", "--data-path", tmp_path / "images", "--num-workers", 1]
     if case == "label size":
         write_folder(tmp_path, [(64, 64), (60, 64)])
         argv, expected = ["train", *folder_args], "label map"
@@ -94,10 +96,24 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, case):
     elif case == "empty folder":
         write_folder(tmp_path, [])
         argv, expected = ["train", *folder_args], "no images found"
+    elif case == "corrupt image":  # without label maps, and one of several: training would not read it first
+        write_folder(tmp_path, [None] * 4)
+        (tmp_path / "images" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+        argv, expected = ["train", *unlabelled_folder_args], "cannot read image " + str(tmp_path / "images" / "2.png")
+    elif case == "16-bit image":
+        write_folder(tmp_path, [None] * 4)
+        Image.fromarray(np.zeros((64, 64), dtype=np.uint16)).save(tmp_path / "images" / "3.png")
+        argv, expected = ["train", *unlabelled_folder_args], "unsupported image mode 'I;16' in " + str(tmp_path / "images" / "3.png")
+    elif case == "preset data missing":
+        monkeypatch.setattr("iic.segmentation.config.PROJECT_ROOT", tmp_path / "project")
+        monkeypatch.chdir(tmp_path)
+        argv, expected = ["train", "--preset", "camvid3"], "no such file: ../shared/datasets/camvid"
     elif case == "T too large":
         argv, expected = ["train", "--T", 48, "--crop-size", 48], "T=48 is too large"
     elif case == "k_a of 1":
         argv, expected = ["train", "--k-a", 1], "k_a 0 (no head A) or at least 2"
+    elif case == "negative seed":  # the checks shared with clustering
+        argv, expected = ["train", "--seed", -1], "seed must be in 0..2**32-1"
     else:
         (tmp_path / "empty").mkdir()
         argv, expected = ["predict", tmp_path / "missing.ckpt", tmp_path / "empty", "--out", tmp_path / "p"], "no such checkpoint"
@@ -164,3 +180,59 @@ def test_two_process_training_run_evaluates_each_image_once(tmp_path):
     evaluated = evaluate_module(module, evaluation_loader(module.config, build_source(module.config, "eval")))
     assert evaluated["B"].pixel_acc == pytest.approx(trained["pixel_acc"], abs=1e-12)
     assert evaluated["B"].miou == pytest.approx(trained["miou"], abs=1e-12)
+
+
+def write_untrained_checkpoint(path):
+    """A checkpoint as `iic segment train` saves it, without the training: enough for predict."""
+    from iic.config import config_to_dict
+    from iic.segmentation.engine import SegmentationModule
+
+    module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6)), ["a", "b", "c"])
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    return path
+
+
+def test_predict_searches_sub_folders_and_keeps_images_of_the_same_name_apart(tmp_path, capsys):
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    images = tmp_path / "images"
+    for relative, width in (("a/0.png", 20), ("b/0.png", 24), ("b/deeper/1.png", 28)):
+        (images / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((16, width, 3), dtype=np.uint8)).save(images / relative)
+    code, out, err = run_cli(capsys, "predict", checkpoint, images, images / "a" / "0.png", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "wrote 6 files for 3 images" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "1_labels.png", "1_overlay.png", "a_0_labels.png", "a_0_overlay.png", "b_0_labels.png", "b_0_overlay.png"]
+    for name, width in (("a_0", 20), ("b_0", 24), ("1", 28)):  # each output is of its own image
+        with Image.open(tmp_path / "out" / f"{name}_labels.png") as labels:
+            assert labels.size == (width, 16)
+
+
+def test_output_names_are_distinct_and_keep_unique_stems():
+    from pathlib import Path
+
+    from iic.segmentation.engine import output_names
+
+    paths = [Path("x/a/0.png"), Path("x/b/0.jpg"), Path("x/a_0.png"), Path("y/a/0.png"), Path("x/Z.png"), Path("y/z.png"),
+             Path("y/w.png")]
+    names = output_names(paths)
+    assert names[2] == "a_0" and names[6] == "w"  # a stem of its own is kept, even one like a derived name
+    assert names[1] == "b_0" and (names[0], names[3]) == ("a_0_2", "a_0_3")
+    assert (names[4], names[5]) == ("x_Z", "y_z")  # stems that differ in case only clash on some file systems
+
+
+def test_folder_training_without_labels_prints_no_warnings(tmp_path):
+    """Lightning warned that validation_step had no data, torch that PIL's read-only arrays were wrapped:
+    a subprocess, since torch gives its warning once per process."""
+    import subprocess
+    import sys
+
+    write_folder(tmp_path, [None] * 3)
+    result = subprocess.run(
+        [sys.executable, "-m", "iic", "segment", "train", "--dataset", "folder", "--data-path", str(tmp_path / "images"),
+         "--crop-size", "24", "--widths", *["4"] * 6, "--batch-size", "2", "--epochs", "1", "--no-progress",
+         "--accelerator", "cpu", "--out-dir", str(tmp_path / "runs"), "--name", "quiet"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == "", result.stderr
+    assert (tmp_path / "runs" / "quiet" / "checkpoints" / "last.ckpt").is_file()

@@ -43,7 +43,9 @@ def format_results(results: dict[str, Any]) -> str:
         s = r["reported_subhead"]
         where = f"sub-head {s}" + (f" of trunk {r['reported_trunk']}" if "reported_trunk" in r else "")
         name = f"head {head} (k={r['k']}{', many-to-one' if r.get('mapping') == 'many-to-one' else ''})"
-        if "reported" in r:
+        if not any(math.isfinite(v) for v in r["subhead_losses"]):
+            lines.append(f"{name}: not trained (training stopped before its first pass)")
+        elif "reported" in r:
             rep, best = r["reported"], r["best_by_labels"]
             lines.append(f"{name}, {where} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  ARI {rep['ari']:.3f}")
             lines.append(f"{' ' * len(name)}  best sub-head by labels ({r['best_by_labels_subhead']}, not label-free): "
@@ -68,7 +70,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise IICError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
-        config = config_from_dict(ClusterConfig, read_yaml(run_dir / "config.yaml"))
+        saved = read_yaml(run_dir / "config.yaml")
+        if is_segmentation_config(saved):
+            raise IICError(f"{run_dir} is a segmentation run: resume it with `iic segment train --resume {run_dir}`")
+        config = config_from_dict(ClusterConfig, saved)
         if args.config:
             config = config_from_dict(ClusterConfig, read_yaml(args.config), config)
         config = config_from_dict(ClusterConfig, overrides, config)
@@ -77,18 +82,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     validate_config(config)
 
     from iic.data.clustering import load_cluster_data
-    from iic.distributed import is_main_process
     from iic.engine import fit, new_run_dir, predict_probs
     from iic.plots import plot_clusters, plot_curves
 
     data = load_cluster_data(config)  # bad data fails here, before anything is written
     if not args.resume:
         run_dir = new_run_dir(config.out_dir, config.name, config.preset)
-    if is_main_process():
-        print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
-              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
+    banner = (f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
+              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}")
     started = time.perf_counter()
-    module, results = fit(config, data, run_dir, resume=bool(args.resume), enable_progress_bar=not args.no_progress)
+    module, results = fit(config, data, run_dir, resume=bool(args.resume), enable_progress_bar=not args.no_progress,
+                          on_start=lambda: print(banner, flush=True))
     elapsed = time.perf_counter() - started
     if not module.trainer.is_global_zero:
         return 0
@@ -105,10 +109,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def validate_config(config) -> None:
-    from iic.config import LR_SCHEDULES, X_CROPS
+def is_segmentation_config(values: dict[str, Any]) -> bool:
+    """Whether a saved config.yaml is a segmentation run's: it has keys that only segmentation's config has."""
+    import dataclasses
 
-    checks = [
+    from iic.config import ClusterConfig
+    from iic.segmentation.config import SegmentConfig
+
+    unknown = set(values) - {f.name for f in dataclasses.fields(ClusterConfig)}
+    return bool(unknown) and unknown <= {f.name for f in dataclasses.fields(SegmentConfig)}
+
+
+def validate_config(config) -> None:
+    from iic.config import LR_SCHEDULES, X_CROPS, shared_checks
+
+    checks = shared_checks(config) + [
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
         (config.repeats >= 1, f"repeats must be at least 1, got {config.repeats}"),
@@ -116,9 +131,13 @@ def validate_config(config) -> None:
         (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
         (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
-        (0 < config.lr < math.inf, f"lr must be positive and finite, got {config.lr}"),
         (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"),
-        (config.lamb_a > 0 and config.lamb_b > 0 and config.refit_lamb > 0, "lamb_a, lamb_b and refit_lamb must be positive"),
+        (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
+        (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),
+        (config.k_a == 0 or config.head_a_passes >= 1,
+         f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), got {config.head_a_passes}"),
+        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
+        (0 <= config.rotation <= 180, f"rotation must be in 0..180 degrees, got {config.rotation}"),
         (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
          f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), got {config.refit_subheads}"),
         (config.refit_epochs >= 1, f"refit_epochs must be at least 1, got {config.refit_epochs}"),
@@ -133,7 +152,6 @@ def validate_config(config) -> None:
         (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
         (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
         (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
-        (0 <= config.max_minutes <= 1e7, f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -146,14 +164,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from iic.data.clustering import load_cluster_data
+    from iic.data.images import check_writable
     from iic.engine import evaluate, load_module, write_yaml
 
     module, ckpt = load_module(args.run)
     config = module.config
-    changes = {k: v for k, v in (("dataset", args.dataset), ("data_path", args.data_path), ("protocol", args.protocol)) if v}
+    changes = {k: v for k, v in (("dataset", args.dataset), ("data_path", args.data_path), ("protocol", args.protocol),
+                                 ("download", args.download)) if v}
     # This machine's accelerator, not the one the model was trained on.
     config = dataclasses.replace(config, **changes, accelerator="cpu" if args.cpu else "auto")
-    check_output_file(args.out)
+    if args.out:
+        check_writable(args.out)
     data = load_cluster_data(config)
     results = evaluate(module, data.evaluation, config)
     print(f"iic evaluate: {ckpt} on {config.dataset} ({len(data.evaluation)} images, protocol {config.protocol})")
@@ -164,11 +185,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_output_file(path: str | None) -> None:
-    if path and Path(path).is_dir():
-        raise IICError(f"--out {path} is a directory: give a file name")
-
-
 # --- iic predict ----------------------------------------------------------------------------------------
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -176,11 +192,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from iic.data.clustering import images_from_array
-    from iic.data.images import atomic_write_bytes, expand_image_paths, load_image
+    from iic.data.images import atomic_write_bytes, check_writable, expand_image_paths, load_image
     from iic.engine import load_module, predict_probs
 
     module, _ = load_module(args.checkpoint)
-    check_output_file(args.out)
+    check_writable(args.out)
     files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
     size = module.config.image_size
     images = images_from_array(np.stack([load_image(f, module.channels, (size, size)) for f in files]), "images")
@@ -218,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
     ev.add_argument("--data-path", help="data path for --dataset")
     ev.add_argument("--protocol", choices=["iic", "split"])
+    ev.add_argument("--download", action="store_true", help="download a torchvision dataset not found under --data-path")
     ev.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
     ev.add_argument("--out", help="also write the results as YAML here")
     ev.set_defaults(func=cmd_evaluate)
@@ -254,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iic: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a bug, keep its traceback
+            raise
+        print(f"iic: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 import argparse
 import dataclasses
+import inspect
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -25,7 +28,7 @@ class ClusterConfig:
     # data
     dataset: str = "digits"  # digits | mnist | cifar10 | cifar100-20 | stl10 | npz | folder
     data_path: str | None = None  # root for torchvision datasets, an .npz file or a folder of images
-    download: bool = False
+    download: bool = False  # fetch a torchvision dataset into data_path when it is not there
     protocol: str = "iic"  # iic: train and evaluate on train+test; split: train on train, evaluate on test
     channels: int = 1  # 1 = greyscale, 3 = RGB (for folders and .npz; the named datasets set their own)
     # views g
@@ -35,48 +38,48 @@ class ClusterConfig:
     x_crop: str = "random"  # random | centre | centre_half (centre or random, 50/50: the authors' MNIST)
     x_per_pair: bool = False  # each of an image's r pairs gets its own x (r× the x work); else one x per image, as the authors
     tf_crop_sizes: tuple[int, int] = (10, 16)  # side range of g(x)'s random crop of the original image
-    flip: bool = False
+    flip: bool = False  # g(x) flipped left-right half the time
     rotation: float = 15.0  # degrees, ± for g(x)
     rotation_p: float = 1.0  # probability that g(x) is rotated (the authors' MNIST: 0.5)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.0, 0.0)  # brightness, contrast, saturation, hue
     eval_crop_size: int = 14  # centre crop for evaluation and prediction
-    sobel: bool = False
-    include_rgb: bool = False
+    sobel: bool = False  # the network sees 2 Sobel gradient channels of the greyscale image
+    include_rgb: bool = False  # with sobel: the RGB channels too
     repeats: int = 8  # r: copies of each image, each with its own g
     # network
     backbone: str = "clusternet6c"  # clusternet6c | clusternet5g | any torchvision model name
-    widths: tuple[int, ...] = (32, 64, 128, 128)
+    widths: tuple[int, ...] = (32, 64, 128, 128)  # clusternet6c: channels of its 4 blocks (the paper's: 64 128 256 512)
     conv_size: int = 3  # clusternet6c's kernel side (the paper's: 5, with 25/9 the multiply-adds)
     k_a: int = 30  # over-clustering head A (0 disables it)
     k_b: int = 10  # head B: the number of classes
-    num_subheads: int = 5
+    num_subheads: int = 5  # sub-heads per head; the reported one has the lowest loss
     trunks: int = 1  # independent trunks, each with its own heads; all their sub-heads compete for "lowest loss"
-    head_b_first: bool = False
-    head_a_passes: int = 1
-    head_b_passes: int = 2
-    lamb_a: float = 1.0
-    lamb_b: float = 1.0
+    head_b_first: bool = False  # each epoch starts with head B's passes (else head A's)
+    head_a_passes: int = 1  # passes over the data training head A, per epoch
+    head_b_passes: int = 2  # passes over the data training head B, per epoch
+    lamb_a: float = 1.0  # λ of head A's loss (1: −I; above 1: more weight on balanced clusters)
+    lamb_b: float = 1.0  # λ of head B's loss
     # head B re-fitted on the frozen trunk after training (not in the paper; iic/refit.py): this many fresh
     # sub-heads per trunk, trained for refit_epochs passes at λ = refit_lamb; the num_subheads with the lowest
     # loss replace head B's sub-heads (0: off)
-    refit_subheads: int = 0
-    refit_epochs: int = 5
-    refit_lamb: float = 3.0
+    refit_subheads: int = 0  # 0: off
+    refit_epochs: int = 5  # passes of the re-fit
+    refit_lamb: float = 3.0  # λ of the re-fit's loss
     # optimisation
-    lr: float = 4e-3
+    lr: float = 4e-3  # Adam's learning rate
     lr_schedule: str = "constant"  # constant | cosine: from lr down to 0 over all of the run's steps
-    batch_size: int = 64
+    batch_size: int = 64  # distinct images per step (per process under DDP), each repeated r times
     epochs: int = 20  # each epoch is head_a_passes + head_b_passes passes over the data
-    seed: int = 0
+    seed: int = 0  # seeds weights, views and data order
     max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
     # engine
-    accelerator: str = "auto"
+    accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
     devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes
     eval_every: int = 1  # evaluate every N passes over the data
-    out_dir: str = "runs"
-    name: str | None = None
+    out_dir: str = "runs"  # run directories are made here
+    name: str | None = None  # run directory name (default: preset and time)
 
 
 X_CROPS = ("random", "centre", "centre_half")  # the values of ClusterConfig.x_crop
@@ -176,34 +179,63 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
 
 
+def shared_checks(config: Any) -> list[tuple[bool, str]]:
+    """(condition, message) for the settings that clustering and segmentation configs share."""
+    return [
+        (0 < config.lr <= 10, f"lr must be positive and at most 10, got {config.lr}"),
+        (all(0 < lamb < math.inf for lamb in (config.lamb_a, config.lamb_b)), "lamb_a and lamb_b must be positive and finite"),
+        (0 <= config.seed < 2**32, f"seed must be in 0..2**32-1, got {config.seed}"),
+        (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
+         f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, got {list(config.jitter)}"),
+        (config.name is None or (config.name not in ("", ".", "..") and "/" not in config.name and "\\" not in config.name),
+         f"name must be a plain folder name (no path separators), got {config.name!r}"),
+        (0 <= config.max_minutes <= 1e7, f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
+    ]
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise IICError(f"no such config file: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise IICError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise IICError(f"config {path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise IICError(f"cannot read config {path}: {exc.strerror or exc}") from None
     if not isinstance(values, dict):
         raise IICError(f"config {path} must be a mapping of keys to values")
     return values
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's trailing comment in the config class's source: its documentation, which --help shows."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source shipped
+        return {}
+    return {name: text.strip() for name, text in re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.M)}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ("preset",)) -> None:
     """One ``--flag`` per config field (``--no-flag`` for booleans); unset flags leave the preset's value."""
     hints = _field_types(cls)
+    comments = field_comments(cls)
     group = parser.add_argument_group("config overrides (each defaults to the preset's value)")
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        help_text = comments.get(f.name, "").replace("%", "%%")  # argparse %-formats help
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="V")
+            group.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
+            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:

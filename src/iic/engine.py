@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
@@ -34,7 +34,7 @@ from iic.views import ClusterViews
 def head_schedule(config: ClusterConfig) -> list[str]:
     """Which head each pass over the data trains, repeating every epoch (e.g. A, B, B)."""
     a = ["A"] * config.head_a_passes if config.k_a > 0 else []
-    b = ["B"] * max(config.head_b_passes, 1)
+    b = ["B"] * config.head_b_passes
     return b + a if config.head_b_first else a + b
 
 
@@ -225,7 +225,8 @@ class ClusterDataModule(L.LightningDataModule):
 
     def head_dataloader(self, head: str) -> DataLoader:
         images = (self.data.train_a if head == "A" else self.data.train_b).images
-        batch = min(self.config.batch_size, len(images))
+        world_size = self.trainer.world_size if self.trainer else 1
+        batch = min(self.config.batch_size, len(images) // world_size)  # under DDP each process gets its share
         return DataLoader(TensorDataset(images), batch_size=batch, shuffle=True, drop_last=True,
                           num_workers=self.config.num_workers, persistent_workers=False)
 
@@ -425,8 +426,12 @@ def make_run_dir(run_dir: Path, config: Any) -> None:
 
 
 def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = False,
-        enable_progress_bar: bool = True) -> tuple[ClusterModule, dict[str, Any]]:
-    """Train per ``config`` in ``run_dir``, evaluate the final model, and return it with its results."""
+        enable_progress_bar: bool = True, on_start: Callable[[], None] | None = None) -> tuple[ClusterModule, dict[str, Any]]:
+    """Train per ``config`` in ``run_dir``, evaluate the final model, and return it with its results.
+
+    ``on_start`` is called in the main process once the settings have passed every check and the run
+    directory exists, just before training.
+    """
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise IICError(f"cannot resume: no checkpoint at {last}")
@@ -440,8 +445,13 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
                             check_val_every_n_epoch=max(config.eval_every, 1),
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
     resumed_step = check_resumable(module, last, config.epochs * passes) if resume else None
+    smallest = min(len(data.train_a), len(data.train_b))
+    if smallest < 2 * trainer.world_size:
+        raise IICError(f"{smallest} training images cannot be shared by {trainer.world_size} processes (at least 2 each)")
     if trainer.is_global_zero:
         make_run_dir(run_dir, config)
+        if on_start is not None:
+            on_start()
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         if config.refit_subheads:

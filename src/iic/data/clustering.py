@@ -140,9 +140,16 @@ def _torchvision(factory, config: ClusterConfig, **kwargs):
     try:
         return factory(root=str(root), download=config.download, **kwargs)
     except RuntimeError as exc:
-        if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+        message = str(exc).lower()
+        if "not found" in message or "corrupted" in message:
             raise IICError(f"{config.dataset} not found under {root}: pass --download to fetch it, or --data-path to its folder") from None
+        if "download" in message:  # torchvision wraps its mirrors' failures
+            reason = [line for line in str(exc).splitlines() if line.strip()][-1].strip()  # the last mirror's answer
+            raise IICError(f"cannot download {config.dataset} to {root}: {reason}") from None
         raise
+    except OSError as exc:  # no network (URLError), or the folder cannot be written
+        raise IICError(f"cannot {'download' if config.download else 'read'} {config.dataset} under {root}: "
+                       f"{getattr(exc, 'reason', None) or exc.strerror or exc}") from None
 
 
 def mnist(config: ClusterConfig) -> tuple[ImageSet, ImageSet]:
@@ -242,7 +249,11 @@ def image_folder(path: Path, channels: int, size: int) -> ImageSet:
         raise IICError(f"not a directory: {path}")
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     flat_files = [p for p in path.iterdir() if p.is_file() and is_image_file(p)]
-    if class_dirs and not flat_files:
+    if class_dirs and flat_files:  # which layout was meant is a guess either way
+        raise IICError(f"{path} holds both images ({flat_files[0].name}, …: {len(flat_files)}) and sub-folders "
+                       f"({class_dirs[0].name}, …: {len(class_dirs)}): give one class sub-folder per class, "
+                       f"or only images (no labels)")
+    if class_dirs:
         files, labels = [], []
         for index, class_dir in enumerate(class_dirs):
             class_files = list_image_files(class_dir)

@@ -94,13 +94,35 @@ def load_label_map(path: str | os.PathLike) -> np.ndarray:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see either the old content or the new, never half of it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise IICError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def check_writable(path: str | os.PathLike, kind: str = "file") -> None:
+    """Fail now, before any work, if ``path`` (a file, or a folder when ``kind`` is "folder") cannot be written:
+    its nearest existing ancestor must be a writable folder, and a file must not be an existing folder."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise IICError(f"{path} is a directory: give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise IICError(f"{path} is a file, not a directory")
+    ancestor = path if kind == "folder" and path.is_dir() else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise IICError(f"cannot write {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise IICError(f"cannot write {path}: {ancestor} is not writable")
 
 
 def save_png(path: str | os.PathLike, image: Image.Image) -> None:

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from iic.distributed import all_reduce_sum
+from iic.distributed import all_reduce_sum, is_distributed
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -32,6 +32,18 @@ def joint_to_losses(joint: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tenso
     return loss, loss_plain
 
 
+def check_pair(p: torch.Tensor, p_tf: torch.Tensor, lamb: float, name: str, shape: str) -> None:
+    """One clear exception for arguments the loss cannot use, instead of a failure (or a NaN) further in."""
+    if not isinstance(p, torch.Tensor) or not isinstance(p_tf, torch.Tensor):
+        raise TypeError(f"{name} expects torch tensors, got {type(p).__name__} and {type(p_tf).__name__}")
+    if p.ndim != len(shape.split("×")) or p.shape != p_tf.shape:
+        raise ValueError(f"{name} expects two {shape} tensors of the same shape, got {tuple(p.shape)} and {tuple(p_tf.shape)}")
+    if p.shape[-2] == 0 and not is_distributed():  # under DDP the other processes' samples may fill the joint
+        raise ValueError(f"{name} got an empty batch (n = 0): the joint distribution is undefined")
+    if not 0 <= lamb < float("inf"):
+        raise ValueError(f"{name}: lamb must be finite and non-negative, got {lamb}")
+
+
 def iic_loss(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """IIC loss for two n × k batches of softmax outputs of paired samples.
 
@@ -39,8 +51,7 @@ def iic_loss(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[to
     ``loss_plain`` the same with λ = 1, which is −I(z, z'). Always computed in float32; under
     multi-process training the joint is summed over every process's samples before the logarithms.
     """
-    if p.ndim != 2 or p.shape != p_tf.shape:
-        raise ValueError(f"iic_loss expects two n×k tensors of the same shape, got {tuple(p.shape)} and {tuple(p_tf.shape)}")
+    check_pair(p, p_tf, lamb, "iic_loss", "n×k")
     with torch.autocast(device_type=p.device.type, enabled=False):
         joint = p.float().t() @ p_tf.float()
         joint = all_reduce_sum(joint)
@@ -49,8 +60,7 @@ def iic_loss(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[to
 
 def iic_losses(p: torch.Tensor, p_tf: torch.Tensor, lamb: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``iic_loss`` of each of S sub-heads at once: S × n × k outputs → S losses and S values of −I."""
-    if p.ndim != 3 or p.shape != p_tf.shape:
-        raise ValueError(f"iic_losses expects two S×n×k tensors of the same shape, got {tuple(p.shape)} and {tuple(p_tf.shape)}")
+    check_pair(p, p_tf, lamb, "iic_losses", "S×n×k")
     with torch.autocast(device_type=p.device.type, enabled=False):
         joint = p.float().transpose(1, 2) @ p_tf.float()
         joint = all_reduce_sum(joint)

@@ -40,9 +40,10 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     evaluate.set_defaults(func=run_evaluate)
 
     predict = commands.add_parser("predict", help="segment new images",
-                                  description="Write <stem>_labels.png (palette PNG) and <stem>_overlay.png per image.")
+                                  description="Write <stem>_labels.png (palette PNG) and <stem>_overlay.png per image; "
+                                              "images of the same name in different folders get <folder>_<stem>.")
     predict.add_argument("checkpoint", help="a .ckpt file, or a run directory (its last checkpoint)")
-    predict.add_argument("images", nargs="+", help="image files and/or folders of images")
+    predict.add_argument("images", nargs="+", help="image files and/or folders of images (searched with their sub-folders)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--scale", type=float, default=None, help="rescale factor before the network (default: the model's)")
     predict.set_defaults(func=run_predict)
@@ -122,7 +123,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from iic.segmentation.engine import load_module, predict_images
 
     module = load_module(args.checkpoint)
-    paths = expand_image_paths(args.images)
+    first_mention: dict[Path, Path] = {}  # an image named twice (itself and its folder) is segmented once
+    for path in expand_image_paths(args.images, recursive=True):  # sub-folders too, as `iic predict` does
+        first_mention.setdefault(path.resolve(), path)
+    paths = list(first_mention.values())
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise IICError(f"--out {out_dir} exists and is not a directory")

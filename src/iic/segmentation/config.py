@@ -1,11 +1,15 @@
 """The segmentation run configuration and the paper's presets (Table 4), plus CPU-sized ones."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from iic.config import shared_checks
 from iic.errors import IICError
 
+# Relative to the project folder, where the README's commands run; found from elsewhere by resolve_data_path.
 CAMVID_NPZ = "../shared/datasets/camvid_180x240_trainval.npz"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/iic/segmentation/config.py → the project folder
 SLIM_WIDTHS = (32, 64, 64, 64, 96, 96)
 
 
@@ -21,8 +25,8 @@ class SegmentConfig:
     ignore_index: int | None = None  # label value that marks unlabelled pixels (folder, npz)
     class_groups: str | None = None  # merge label ids into classes, e.g. "0;3,4;5"; other ids are masked
     class_names: tuple[str, ...] = ()  # display names of the classes (default: the dataset's)
-    train_splits: tuple[str, ...] = ("train",)
-    eval_splits: tuple[str, ...] = ("train",)
+    train_splits: tuple[str, ...] = ("train",)  # the dataset's splits trained on
+    eval_splits: tuple[str, ...] = ("train",)  # the dataset's splits evaluated on
     curated_version: int = 6  # COCO-Stuff curated list curated/<split>/<name>_<version>.txt
     scale: float = 1.0  # images are rescaled by this factor on loading (the paper's pre-scale)
     crop_size: int = 48  # training crop side
@@ -30,40 +34,40 @@ class SegmentConfig:
     mask_unlabelled: bool = False  # leave unlabelled / masked-class pixels out of the training loss too
     # views g
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.125)  # brightness, contrast, saturation, hue
-    flip: bool = True
-    affine_degrees: float = 0.0
-    affine_scale: tuple[float, float] = (1.0, 1.0)
-    affine_shear: float = 0.0
+    flip: bool = True  # g(x) flipped left-right half the time (undone on the output)
+    affine_degrees: float = 0.0  # g(x)'s random rotation, ± degrees (undone on the output)
+    affine_scale: tuple[float, float] = (1.0, 1.0)  # g(x)'s random scale range (undone on the output)
+    affine_shear: float = 0.0  # g(x)'s random shear, ± degrees (undone on the output)
     # input channels: colour (RGB), optionally with or replaced by Sobel; extra channels (IR) always follow
-    sobel: bool = False
-    include_rgb: bool = True
+    sobel: bool = False  # add 2 Sobel gradient channels of the greyscale image
+    include_rgb: bool = True  # the colour channels themselves
     # network and loss
-    widths: tuple[int, ...] = (16, 32, 48, 48, 64, 64)
+    widths: tuple[int, ...] = (16, 32, 48, 48, 64, 64)  # channels of SegmentationNet10a's blocks
     k_a: int = 6  # over-clustering head A (0 disables it)
     k_b: int = 3  # head B: the number of classes
-    num_subheads: int = 1
+    num_subheads: int = 1  # sub-heads per head; the reported one has the lowest loss
     T: int = 2  # displacement half-window |t|∞ ≤ T
     collapsed: bool = False  # sum the joint over displacements (default: one joint per displacement)
-    lamb_a: float = 1.0
-    lamb_b: float = 1.0
+    lamb_a: float = 1.0  # λ of head A's loss (1: −I; above 1: more weight on balanced clusters)
+    lamb_b: float = 1.0  # λ of head B's loss
     # schedule and optimisation
-    head_b_first: bool = True
-    head_a_passes: int = 1
-    head_b_passes: int = 1
+    head_b_first: bool = True  # each epoch starts with head B's passes (else head A's)
+    head_a_passes: int = 1  # passes over the data training head A, per epoch
+    head_b_passes: int = 1  # passes over the data training head B, per epoch
     epochs: int = 25  # each epoch is head_a_passes + head_b_passes passes over the data
-    lr: float = 1e-3
-    batch_size: int = 16
+    lr: float = 1e-3  # Adam's learning rate
+    batch_size: int = 16  # images per step (per process under DDP)
     max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
-    seed: int = 0
+    seed: int = 0  # seeds weights, views and data order
     # engine
-    accelerator: str = "auto"
-    devices: str = "auto"
-    precision: str = "32-true"
-    num_workers: int = 0
+    accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
+    devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    num_workers: int = 0  # DataLoader worker processes
     eval_every: int = 10  # evaluate every N passes over the data
-    eval_batch_size: int = 8
-    out_dir: str = "runs"
-    name: str | None = None
+    eval_batch_size: int = 8  # images per evaluation step
+    out_dir: str = "runs"  # run directories are made here
+    name: str | None = None  # run directory name (default: preset and time)
 
 
 _potsdam = dict(
@@ -105,7 +109,22 @@ SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
 # Pixel accuracy (%) of the paper's Table 4.
 PAPER_PIXEL_ACCURACY = {"cocostuff3": 72.3, "cocostuff15": 27.7, "potsdam3": 65.1, "potsdam": 45.4}
 
+PRESET_DATA_PATHS = {preset["data_path"] for preset in SEGMENT_PRESETS.values() if preset.get("data_path")}
+
 DATASETS = ("demo", "potsdam", "potsdam3", "cocostuff3", "cocostuff15", "folder", "npz")
+
+
+def resolve_data_path(data_path: str) -> Path:
+    """``data_path`` as given when it exists; a preset's default path (relative to the project folder) found
+    from any current directory; else an error naming both places looked in."""
+    path = Path(data_path)
+    if path.exists() or data_path not in PRESET_DATA_PATHS:
+        return path
+    from_project = PROJECT_ROOT / path
+    if from_project.exists():
+        return from_project
+    raise IICError(f"no such file: {data_path} (looked from the current directory and from {PROJECT_ROOT}); "
+                   f"pass --data-path to the dataset")
 
 
 def validate_config(config: SegmentConfig) -> None:
@@ -128,3 +147,6 @@ def validate_config(config: SegmentConfig) -> None:
         raise IICError("epochs, batch_size and head_b_passes must be at least 1, head_a_passes at least 0")
     if config.sobel is False and config.include_rgb is False:
         raise IICError("the input needs colour or Sobel channels: set --sobel or --include-rgb")
+    for ok, message in shared_checks(config):
+        if not ok:
+            raise IICError(message)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from iic.data.images import is_image_file, list_image_files, load_image, load_label_map, open_image
+from iic.data.images import is_image_file, list_image_files, load_image, load_label_map
 from iic.errors import IICError
 
 IGNORE = -1
@@ -258,6 +258,9 @@ class FolderSource(SegmentationSource):
         self.ignore_index = ignore_index
         self.label_files: list[Path] | None = None
         self.class_names = list(class_names or [])
+        # Every file is read now, by the rules training reads it with: a bad one fails before the run starts,
+        # not in the middle of training (or never, when a short epoch does not draw it).
+        image_shapes = [load_image(image_file, channels=3).shape[:2] for image_file in self.files]
         if label_dir is None:
             return
         label_dir = Path(label_dir)
@@ -265,27 +268,22 @@ class FolderSource(SegmentationSource):
             raise IICError(f"label folder {label_dir} is not a directory")
         by_stem = {p.stem: p for p in label_dir.iterdir() if p.is_file() and is_image_file(p)}
         self.label_files = []
-        for image_file in self.files:
+        highest = IGNORE
+        for image_file, image_shape in zip(self.files, image_shapes):
             label_file = by_stem.get(image_file.stem)
             if label_file is None:
                 raise IICError(f"image {image_file} has no label map in {label_dir} (expected {image_file.stem}.png)")
-            image_size, label_size = open_image(image_file).size, open_image(label_file).size
-            if image_size != label_size:
-                raise IICError(f"label map {label_file} is {label_size[0]}×{label_size[1]} (w×h) but its image {image_file} is {image_size[0]}×{image_size[1]}")
+            label = self._read_label(label_file)
+            if label.shape != image_shape:
+                raise IICError(f"label map {label_file} is {label.shape[1]}×{label.shape[0]} (w×h) but its image {image_file} is {image_shape[1]}×{image_shape[0]}")
+            highest = max(highest, int(label.max(initial=IGNORE)))
             self.label_files.append(label_file)
         if not self.class_names:
             if num_classes is None:
-                num_classes = self._count_classes()
+                if highest < 0:
+                    raise IICError("the label maps contain no labelled pixel")
+                num_classes = highest + 1
             self.class_names = [f"class {c}" for c in range(num_classes)]
-
-    def _count_classes(self) -> int:
-        highest = -1
-        for label_file in self.label_files or []:
-            label = self._read_label(label_file)
-            highest = max(highest, int(label.max(initial=IGNORE)))
-        if highest < 0:
-            raise IICError("the label maps contain no labelled pixel")
-        return highest + 1
 
     def _read_label(self, path: Path) -> np.ndarray:
         label = load_label_map(path).astype(np.int64)
@@ -404,7 +402,10 @@ def demo_source(num_images: int = 48, size: int = 64, seed: int = 0) -> ArraySou
 
 def to_tensor(image: np.ndarray, label: np.ndarray | None, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """C × H × W float image in [0, 1] and H × W int64 label (all IGNORE when unknown), rescaled by ``scale``."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    pixels = np.ascontiguousarray(image)
+    if not pixels.flags.writeable:  # arrays read through PIL are read-only, and torch only wraps writable memory
+        pixels = pixels.copy()
+    x = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
     y = torch.full(image.shape[:2], IGNORE, dtype=torch.long) if label is None else torch.from_numpy(np.asarray(label, dtype=np.int64))
     if scale != 1.0:
         h, w = round(image.shape[0] * scale), round(image.shape[1] * scale)

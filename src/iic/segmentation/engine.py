@@ -10,6 +10,7 @@ evaluation set and matches clusters to classes once (Hungarian; many-to-one for 
 import io
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from iic.distributed import broadcast_buffers, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
-from iic.segmentation.config import SegmentConfig, validate_config
+from iic.segmentation.config import SegmentConfig, resolve_data_path, validate_config
 from iic.segmentation.data import (
     IGNORE, CocoStuffSource, EvaluationImages, FolderSource, PotsdamSource, SegmentationSource, TrainingCrops,
     demo_source, load_npz_source,
@@ -42,20 +43,21 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
     """The training or evaluation images of ``config`` (purpose: "train" or "eval"), checked on construction."""
     splits = config.train_splits if purpose == "train" else config.eval_splits
     require_labels = purpose == "eval"
+    data_path = resolve_data_path(config.data_path) if config.data_path else None
     if config.dataset == "demo":
         source = demo_source()
     elif config.dataset in ("potsdam", "potsdam3"):
-        source = PotsdamSource(config.data_path, splits, coarse=config.dataset == "potsdam3", require_labels=require_labels)
+        source = PotsdamSource(data_path, splits, coarse=config.dataset == "potsdam3", require_labels=require_labels)
     elif config.dataset in ("cocostuff3", "cocostuff15"):
-        source = CocoStuffSource(config.data_path, splits, int(config.dataset.removeprefix("cocostuff")), config.curated_version)
+        source = CocoStuffSource(data_path, splits, int(config.dataset.removeprefix("cocostuff")), config.curated_version)
     elif config.dataset == "folder":
         if require_labels and not config.label_dir:
             raise IICError("evaluation needs label maps: pass --label-dir")
-        source = FolderSource(config.data_path, config.label_dir, config.ignore_index)
+        source = FolderSource(data_path, config.label_dir, config.ignore_index)
     elif config.dataset == "npz":
-        source = load_npz_source(config.data_path, splits, config.ignore_index, config.class_groups)
+        source = load_npz_source(data_path, splits, config.ignore_index, config.class_groups)
         if require_labels and source.labels is None:
-            raise IICError(f"{config.data_path} has no label maps y_<split> for {', '.join(splits)}")
+            raise IICError(f"{data_path} has no label maps y_<split> for {', '.join(splits)}")
     else:
         raise IICError(f"unknown dataset {config.dataset!r}")
     if config.class_names and source.class_names:
@@ -63,7 +65,7 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
             raise IICError(f"{len(config.class_names)} class names given for {len(source.class_names)} classes")
         source.class_names = list(config.class_names)
     if len(source) == 0:
-        raise IICError(f"no images in {config.data_path}")
+        raise IICError(f"no images in {data_path}")
     return source
 
 
@@ -182,17 +184,6 @@ class SegmentationModule(L.LightningModule):
             maps = torch.stack(self(x, head))  # S × n × k × h × w
             self.tables[head].update(maps.argmax(dim=2), y)
 
-    def on_validation_epoch_start(self):
-        self.close_pass()  # Lightning validates (and checkpoints by val/loss) before on_train_epoch_end
-        broadcast_buffers(self)
-
-    def validation_step(self, batch, batch_idx):
-        x, y, _ = batch
-        self.update_tables(x, y)
-
-    def on_validation_epoch_end(self):
-        self.finish_evaluation(log=True)
-
     def finish_evaluation(self, log: bool = False) -> dict[str, SegmentationScores]:
         self.scores = {}
         for head in self.head_names:
@@ -221,6 +212,22 @@ class SegmentationModule(L.LightningModule):
     def predict_clusters(self, x: torch.Tensor) -> torch.Tensor:
         """Head B's cluster id per pixel (best sub-head) for raw [0, 1] images."""
         return self(x, "B")[int(self.best_subhead)].argmax(dim=1)
+
+
+class ValidatedSegmentationModule(SegmentationModule):
+    """Adds Lightning's validation loop, for runs with evaluation data (without any, a defined but unused
+    validation_step makes Lightning warn)."""
+
+    def on_validation_epoch_start(self):
+        self.close_pass()  # Lightning validates (and checkpoints by val/loss) before on_train_epoch_end
+        broadcast_buffers(self)
+
+    def validation_step(self, batch, batch_idx):
+        x, y, _ = batch
+        self.update_tables(x, y)
+
+    def on_validation_epoch_end(self):
+        self.finish_evaluation(log=True)
 
 
 @torch.no_grad()
@@ -339,7 +346,8 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     else:
         run_dir = new_run_dir(config.out_dir, config.name, f"segment-{config.preset}")
     class_names = eval_source.class_names if eval_source is not None else train_source.class_names
-    module = SegmentationModule(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
+    module_class = ValidatedSegmentationModule if eval_source is not None else SegmentationModule
+    module = module_class(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
     train_loader = torch.utils.data.DataLoader(
         TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
         batch_size=config.batch_size, shuffle=True, drop_last=len(train_source) > config.batch_size,
@@ -404,8 +412,27 @@ def format_scores(scores: dict[str, SegmentationScores], class_names: list[str])
     return "\n".join(lines)
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """A distinct name per image file for its outputs: its stem; where stems clash (case-insensitively, as on
+    some file systems), its folder's name and stem; then a counter if names still clash."""
+    stem_counts = Counter(path.stem.lower() for path in paths)
+    wanted = [path.stem if stem_counts[path.stem.lower()] == 1 else f"{path.resolve().parent.name}_{path.stem}"
+              for path in paths]
+    taken = {name.lower() for name, path in zip(wanted, paths) if stem_counts[path.stem.lower()] == 1}
+    names = []
+    for name, path in zip(wanted, paths):
+        if stem_counts[path.stem.lower()] > 1:
+            base, number = name, 2
+            while name.lower() in taken:
+                name, number = f"{base}_{number}", number + 1
+            taken.add(name.lower())
+        names.append(name)
+    return names
+
+
 def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path, scale: float = 1.0) -> list[Path]:
-    """Per image: ``<stem>_labels.png`` (palette PNG of class ids, or cluster ids when unmatched) and ``<stem>_overlay.png``."""
+    """Per image: ``<name>_labels.png`` (palette PNG of class ids, or cluster ids when unmatched) and
+    ``<name>_overlay.png``, the name its stem unless stems clash (see ``output_names``)."""
     from iic.data.images import load_image
 
     mapped = bool((module.cluster_to_class >= 0).any())
@@ -416,7 +443,7 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
         raise IICError("this model takes extra input channels (e.g. infrared): predict needs RGB-only models")
     images = [load_image(p, channels=3) for p in paths]  # read everything first: no partial output on a bad file
     written = []
-    for path, image in zip(paths, images):
+    for name, image in zip(output_names(paths), images):
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)[None]
         h, w = image.shape[:2]
         if scale != 1.0:
@@ -428,7 +455,7 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
         label_image.putpalette(flat_palette.reshape(-1).tolist())
         overlay = (0.5 * image + 0.5 * colourise(labels, colours)).astype(np.uint8)
         for suffix, picture in (("labels", label_image), ("overlay", Image.fromarray(overlay))):
-            target = out_dir / f"{path.stem}_{suffix}.png"
+            target = out_dir / f"{name}_{suffix}.png"
             save_png(target, picture)
             written.append(target)
     return written
