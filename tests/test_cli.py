@@ -247,6 +247,11 @@ def test_bad_files_and_layouts(tmp_path, trained_run, capsys):
     assert_one_line_error(run_cli("train", "--dataset", "npz", "--data-path", str(tmp_path / "three.npz"), "--k-b", "2",
                                   "--k-a", "0", "--devices", "2", "--accelerator", "cpu", "--out-dir", str(out_dir)),
                           "3 training images cannot be shared by 2 processes")
+    np.savez(tmp_path / "one_test.npz", x_train=np.zeros((8, 8, 8), dtype=np.uint8), x_test=np.zeros((1, 8, 8), dtype=np.uint8))
+    assert_one_line_error(run_cli("train", "--dataset", "npz", "--data-path", str(tmp_path / "one_test.npz"), "--protocol",
+                                  "split", "--k-b", "2", "--k-a", "0", "--devices", "2", "--accelerator", "cpu",
+                                  "--out-dir", str(out_dir)),
+                          "1 evaluation images cannot be shared by 2 processes")
     assert not out_dir.exists()
     a_file = tmp_path / "a_file"
     a_file.write_text("")

@@ -82,7 +82,8 @@ def write_folder(root, label_sizes):
 
 
 @pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "16-bit image",
-                                  "preset data missing", "T too large", "k_a of 1", "negative seed", "predict empty"])
+                                  "preset data missing", "T too large", "k_a of 1", "negative seed", "untrained head A",
+                                  "affine nan", "predict empty"])
 def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch, case):
     out_dir = tmp_path / "runs"
     folder_args = ["--dataset", "folder", "--data-path", tmp_path / "images", "--label-dir", tmp_path / "labels"]
@@ -114,6 +115,10 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
         argv, expected = ["train", "--k-a", 1], "k_a 0 (no head A) or at least 2"
     elif case == "negative seed":  # the checks shared with clustering
         argv, expected = ["train", "--seed", -1], "seed must be in 0..2**32-1"
+    elif case == "untrained head A":
+        argv, expected = ["train", "--head-a-passes", 0], "head_a_passes must be at least 1 while head A is on"
+    elif case == "affine nan":
+        argv, expected = ["train", "--affine-degrees", "nan"], "affine_degrees and affine_shear must be finite"
     else:
         (tmp_path / "empty").mkdir()
         argv, expected = ["predict", tmp_path / "missing.ckpt", tmp_path / "empty", "--out", tmp_path / "p"], "no such checkpoint"
@@ -165,7 +170,8 @@ def test_two_process_training_run_evaluates_each_image_once(tmp_path):
     data = ["--dataset", "folder", "--data-path", str(tmp_path / "images"), "--label-dir", str(tmp_path / "labels")]
     result = subprocess.run(
         [sys.executable, "-m", "iic", "segment", "train", *data, "--devices", "2", "--accelerator", "cpu",
-         "--k-b", "2", "--k-a", "0", "--crop-size", "24", "--T", "2", "--widths", *["4"] * 6, "--batch-size", "2",
+         "--k-b", "2", "--k-a", "0", "--crop-size", "24", "--T", "2", "--widths", *["4"] * 6,
+         "--batch-size", "4",  # above a process's share (2 or 3 images): capped at it, else no batch at all
          "--epochs", "2", "--eval-every", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"), "--name", "ddp"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -175,6 +181,7 @@ def test_two_process_training_run_evaluates_each_image_once(tmp_path):
     with open(run_dir / "metrics.csv") as f:
         validated = [float(row["val/pixel_acc_B"]) for row in csv.DictReader(f) if row.get("val/pixel_acc_B")]
     assert validated[-1] == pytest.approx(trained["pixel_acc"], abs=1e-6)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2  # it trained
 
     module = load_module(run_dir)
     evaluated = evaluate_module(module, evaluation_loader(module.config, build_source(module.config, "eval")))
@@ -206,6 +213,21 @@ def test_predict_searches_sub_folders_and_keeps_images_of_the_same_name_apart(tm
     for name, width in (("a_0", 20), ("b_0", 24), ("1", 28)):  # each output is of its own image
         with Image.open(tmp_path / "out" / f"{name}_labels.png") as labels:
             assert labels.size == (width, 16)
+    # --out inside a folder searched: a second run does not segment the first one's outputs
+    for _ in range(2):
+        code, out, err = run_cli(capsys, "predict", checkpoint, images, "--out", images / "predictions")
+        assert code == 0 and "wrote 6 files for 3 images" in out, err
+
+
+def test_output_names_use_the_folder_an_image_is_found_in(tmp_path):
+    from iic.segmentation.engine import output_names
+
+    for folder in ("a", "b", "store"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "store" / "0.png")
+    (tmp_path / "a" / "0.png").symlink_to(tmp_path / "store" / "0.png")
+    (tmp_path / "b" / "0.png").symlink_to(tmp_path / "store" / "0.png")
+    assert output_names([tmp_path / "a" / "0.png", tmp_path / "b" / "0.png"]) == ["a_0", "b_0"]
 
 
 def test_output_names_are_distinct_and_keep_unique_stems():

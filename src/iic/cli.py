@@ -124,7 +124,6 @@ def validate_config(config) -> None:
     from iic.config import LR_SCHEDULES, X_CROPS, shared_checks
 
     checks = shared_checks(config) + [
-        (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
         (config.repeats >= 1, f"repeats must be at least 1, got {config.repeats}"),
         (config.num_subheads >= 1, f"num_subheads must be at least 1, got {config.num_subheads}"),
@@ -133,10 +132,6 @@ def validate_config(config) -> None:
         (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
         (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"),
         (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
-        (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),
-        (config.k_a == 0 or config.head_a_passes >= 1,
-         f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), got {config.head_a_passes}"),
-        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
         (0 <= config.rotation <= 180, f"rotation must be in 0..180 degrees, got {config.rotation}"),
         (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
          f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), got {config.refit_subheads}"),
@@ -150,8 +145,6 @@ def validate_config(config) -> None:
         (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {config.x_crop!r}"),
         (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
         (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
-        (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
-        (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -62,7 +62,7 @@ class ClusterConfig:
     # head B re-fitted on the frozen trunk after training (not in the paper; iic/refit.py): this many fresh
     # sub-heads per trunk, trained for refit_epochs passes at λ = refit_lamb; the num_subheads with the lowest
     # loss replace head B's sub-heads (0: off)
-    refit_subheads: int = 0  # 0: off
+    refit_subheads: int = 0  # fresh head-B sub-heads per trunk re-fitted on the frozen trunk after training (0: off)
     refit_epochs: int = 5  # passes of the re-fit
     refit_lamb: float = 3.0  # λ of the re-fit's loss
     # optimisation
@@ -190,6 +190,13 @@ def shared_checks(config: Any) -> list[tuple[bool, str]]:
         (config.name is None or (config.name not in ("", ".", "..") and "/" not in config.name and "\\" not in config.name),
          f"name must be a plain folder name (no path separators), got {config.name!r}"),
         (0 <= config.max_minutes <= 1e7, f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
+        (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
+        (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),
+        (config.k_a == 0 or config.head_a_passes >= 1,
+         f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), got {config.head_a_passes}"),
+        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
+        (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
+        (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
     ]
 
 

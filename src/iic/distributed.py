@@ -35,6 +35,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         return all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def check_shares(world_size: int, training: int, evaluation: int, at_least: int = 2) -> None:
+    """Refuse data too small for every process to train on ``at_least`` images and evaluate at least one
+    (a process with no batch would skip the collectives the others wait in)."""
+    from iic.errors import IICError
+
+    if training < at_least * world_size:
+        raise IICError(f"{training} training images cannot be shared by {world_size} processes (at least {at_least} each)")
+    if evaluation < world_size:
+        raise IICError(f"{evaluation} evaluation images cannot be shared by {world_size} processes (at least 1 each)")
+
+
 def evaluation_sampler(dataset: Dataset, world_size: int, rank: int) -> DistributedSampler | None:
     """This process's share of an evaluation set, every item in exactly one share (None on one process).
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
 from iic.data.clustering import ClusterData, ImageSet, match_channels
 from iic.data.images import atomic_write_bytes
-from iic.distributed import broadcast_buffers, evaluation_sampler
+from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.heads import IICNet
 from iic.losses import iic_loss
@@ -445,9 +445,7 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
                             check_val_every_n_epoch=max(config.eval_every, 1),
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
     resumed_step = check_resumable(module, last, config.epochs * passes) if resume else None
-    smallest = min(len(data.train_a), len(data.train_b))
-    if smallest < 2 * trainer.world_size:
-        raise IICError(f"{smallest} training images cannot be shared by {trainer.world_size} processes (at least 2 each)")
+    check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
     if trainer.is_global_zero:
         make_run_dir(run_dir, config)
         if on_start is not None:

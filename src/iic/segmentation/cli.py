@@ -119,17 +119,19 @@ def _fresh_tables(module, num_classes: int):
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from iic.data.images import expand_image_paths
+    from iic.data.images import check_writable, expand_image_paths
     from iic.segmentation.engine import load_module, predict_images
 
     module = load_module(args.checkpoint)
+    out_dir = Path(args.out)
+    check_writable(out_dir, "folder")
     first_mention: dict[Path, Path] = {}  # an image named twice (itself and its folder) is segmented once
     for path in expand_image_paths(args.images, recursive=True):  # sub-folders too, as `iic predict` does
-        first_mention.setdefault(path.resolve(), path)
+        if not path.resolve().is_relative_to(out_dir.resolve()):  # not the outputs of an earlier run into --out
+            first_mention.setdefault(path.resolve(), path)
     paths = list(first_mention.values())
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise IICError(f"--out {out_dir} exists and is not a directory")
+    if not paths:
+        raise IICError(f"no images to segment outside --out {out_dir}")
     scale = args.scale if args.scale is not None else module.config.scale
     written = predict_images(module, paths, out_dir, scale)
     print(f"wrote {len(written)} files for {len(paths)} images to {out_dir}")

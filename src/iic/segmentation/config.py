@@ -1,5 +1,6 @@
 """The segmentation run configuration and the paper's presets (Table 4), plus CPU-sized ones."""
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,10 +142,14 @@ def validate_config(config: SegmentConfig) -> None:
         raise IICError(f"crop_size must be an even number of pixels ≥ 2, got {config.crop_size}")
     if config.T >= config.crop_size:
         raise IICError(f"T={config.T} is too large for {config.crop_size}×{config.crop_size} crops: it must be below {config.crop_size}")
-    if config.scale <= 0:
-        raise IICError(f"scale must be positive, got {config.scale}")
-    if config.head_a_passes < 0 or config.head_b_passes < 1 or config.epochs < 1 or config.batch_size < 1:
-        raise IICError("epochs, batch_size and head_b_passes must be at least 1, head_a_passes at least 0")
+    if not 0 < config.scale < math.inf:
+        raise IICError(f"scale must be positive and finite, got {config.scale}")
+    if config.batch_size < 1 or config.eval_batch_size < 1:
+        raise IICError(f"batch_size and eval_batch_size must be at least 1, got {config.batch_size} and {config.eval_batch_size}")
+    affine = (config.affine_degrees, *config.affine_scale, config.affine_shear)
+    if not all(0 <= value < math.inf for value in affine) or not 0 < config.affine_scale[0] <= config.affine_scale[1]:
+        raise IICError(f"affine_degrees and affine_shear must be finite and non-negative, affine_scale an increasing "
+                       f"positive range, got {config.affine_degrees}, {list(config.affine_scale)}, {config.affine_shear}")
     if config.sobel is False and config.include_rgb is False:
         raise IICError("the input needs colour or Sobel channels: set --sobel or --include-rgb")
     for ok, message in shared_checks(config):

@@ -24,7 +24,7 @@ from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, kept_metrics_history, lightning_interrupts, make_run_dir,
                         new_run_dir)
-from iic.distributed import broadcast_buffers, evaluation_sampler
+from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
@@ -333,7 +333,10 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     ``resume``); evaluate and draw at the end."""
     validate_config(config)
     train_source = build_source(config, "train")
-    eval_source = build_source(config, "eval") if config.dataset != "folder" or config.label_dir else None
+    if config.dataset == "folder":  # one folder, read (and checked) once: with label maps it is also the evaluation set
+        eval_source = train_source if config.label_dir else None
+    else:
+        eval_source = build_source(config, "eval")
     probe_image, _ = train_source[0]
     scaled = (round(probe_image.shape[0] * config.scale), round(probe_image.shape[1] * config.scale))
     if config.T >= min(scaled) or config.T >= config.crop_size:
@@ -348,15 +351,17 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     class_names = eval_source.class_names if eval_source is not None else train_source.class_names
     module_class = ValidatedSegmentationModule if eval_source is not None else SegmentationModule
     module = module_class(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
-    train_loader = torch.utils.data.DataLoader(
-        TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
-        batch_size=config.batch_size, shuffle=True, drop_last=len(train_source) > config.batch_size,
-        num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
-    )
     passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
     # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
     trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
                             reload_dataloaders=False, enable_progress_bar=progress)
+    check_shares(trainer.world_size, len(train_source), len(eval_source) if eval_source is not None else trainer.world_size,
+                 at_least=1)
+    train_loader = torch.utils.data.DataLoader(
+        TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
+        batch_size=min(config.batch_size, len(train_source) // trainer.world_size),  # under DDP: each process's share
+        shuffle=True, drop_last=True, num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+    )
     # Each process evaluates its share; the contingency tables sum the shares (during training and at the end).
     eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
                    if eval_source is not None else None)
@@ -365,6 +370,8 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         make_run_dir(run_dir, config)
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
+    # Lightning's teardown has moved the module to the CPU; GPU collectives (NCCL) need it back on its device.
+    module.to(trainer.strategy.root_device)
     broadcast_buffers(module)
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
     # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
@@ -416,7 +423,7 @@ def output_names(paths: list[Path]) -> list[str]:
     """A distinct name per image file for its outputs: its stem; where stems clash (case-insensitively, as on
     some file systems), its folder's name and stem; then a counter if names still clash."""
     stem_counts = Counter(path.stem.lower() for path in paths)
-    wanted = [path.stem if stem_counts[path.stem.lower()] == 1 else f"{path.resolve().parent.name}_{path.stem}"
+    wanted = [path.stem if stem_counts[path.stem.lower()] == 1 else f"{path.absolute().parent.name}_{path.stem}"
               for path in paths]
     taken = {name.lower() for name, path in zip(wanted, paths) if stem_counts[path.stem.lower()] == 1}
     names = []
