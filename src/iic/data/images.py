@@ -1,6 +1,7 @@
 """Reading image files into arrays, with one clear error for each kind of bad file."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,11 @@ def check_writable(path: str | os.PathLike, kind: str = "file") -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise IICError(f"cannot write {path}: {ancestor} is a file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise IICError(f"cannot write {path}: {ancestor} is not writable")
+    try:  # a real file, not os.access: permissions alone miss read-only and virtual file systems (and root)
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise IICError(f"cannot write {path}: {ancestor} is not writable ({exc.strerror or exc})") from None
 
 
 def save_png(path: str | os.PathLike, image: Image.Image) -> None:
