@@ -326,3 +326,12 @@ def test_help_explains_every_setting(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--x-crop X_CROP random | centre | centre_half" in text
     assert "--lr-schedule LR_SCHEDULE constant | cosine" in text
+
+
+def test_progress_bar_counts_passes(tmp_path):
+    """Lightning's bar says "Epoch 29" for --epochs 10 (its epochs are our passes): ours says which pass of how many."""
+    result = run_cli("train", "--epochs", "1", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats", "2",
+                     "--out-dir", str(tmp_path), "--name", "bar")
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = result.stdout + result.stderr  # Lightning's bars write to stdout
+    assert "pass 1/3" in shown and "pass 3/3" in shown

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar, Timer
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -288,6 +288,15 @@ def parse_devices(devices: str) -> int | list[int] | str:
     return count
 
 
+class PassProgressBar(TQDMProgressBar):
+    """Lightning's bar, counting what its "epochs" are here: passes over the data (an epoch of the config has
+    head_a_passes + head_b_passes of them)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"pass {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
 def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_val_every_n_epoch: int,
                   reload_dataloaders: bool, enable_progress_bar: bool = True) -> L.Trainer:
     """A Trainer with the project's run layout: CSV (and TensorBoard) logs, last and best checkpoints."""
@@ -309,6 +318,8 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
     ]
     if config.max_minutes > 0:
         callbacks.append(SessionTimer(duration=timedelta(minutes=config.max_minutes), interval="step"))
+    if enable_progress_bar:
+        callbacks.append(PassProgressBar())
     try:
         return L.Trainer(
             **device_settings(config), max_epochs=max_epochs, logger=loggers, callbacks=callbacks,
