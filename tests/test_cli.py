@@ -331,7 +331,7 @@ def test_help_explains_every_setting(capsys):
 def test_progress_bar_counts_passes(tmp_path):
     """Lightning's bar says "Epoch 29" for --epochs 10 (its epochs are our passes): ours says which pass of how many."""
     result = run_cli("train", "--epochs", "1", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats", "2",
-                     "--out-dir", str(tmp_path), "--name", "bar")
+                     "--refit-subheads", "5", "--refit-epochs", "2", "--out-dir", str(tmp_path), "--name", "bar")
     assert result.returncode == 0, result.stderr[-2000:]
     shown = result.stdout + result.stderr  # Lightning's bars write to stdout
-    assert "pass 1/3" in shown and "pass 3/3" in shown
+    assert "pass 1/3" in shown and "pass 3/3" in shown and "re-fit pass 2/2" in shown

@@ -292,9 +292,13 @@ class PassProgressBar(TQDMProgressBar):
     """Lightning's bar, counting what its "epochs" are here: passes over the data (an epoch of the config has
     head_a_passes + head_b_passes of them)."""
 
+    def __init__(self, label: str = "pass"):
+        super().__init__()
+        self.label = label
+
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(f"pass {trainer.current_epoch + 1}/{trainer.max_epochs}")
+        self.train_progress_bar.set_description(f"{self.label} {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
 
 def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_val_every_n_epoch: int,
@@ -351,7 +355,8 @@ def refit_head_b(module: ClusterModule, datamodule: "ClusterDataModule", enable_
     refit = HeadRefit(config, module.net, module.views)
     trainer = L.Trainer(**device_settings(config), max_epochs=config.refit_epochs, logger=False,
                         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        enable_progress_bar=enable_progress_bar, enable_model_summary=False)
+                        enable_progress_bar=enable_progress_bar, enable_model_summary=False,
+                        callbacks=[PassProgressBar("re-fit pass")] if enable_progress_bar else None)
     trainer.fit(refit, train_dataloaders=datamodule.head_dataloader("B"))
     module.record_subhead_losses("B", refit.apply())
     return refit
