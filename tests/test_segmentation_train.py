@@ -126,7 +126,7 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("iic: error:") and expected in lines[0], err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and out == ""  # no banner for a run that does not start
     assert not out_dir.exists()
 
 

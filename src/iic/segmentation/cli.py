@@ -70,10 +70,9 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
     validate_config(config)
-    if is_main_process():
-        print(f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
+    banner = (f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
               f"T={config.T}, {config.epochs} epochs")
-    result = train(config, progress=not args.no_progress, resume=args.resume)
+    result = train(config, progress=not args.no_progress, resume=args.resume, on_start=lambda: print(banner, flush=True))
     if not is_main_process():
         return 0
     print(f"run directory: {result.run_dir}")

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -328,9 +329,11 @@ class TrainResult:
     module: SegmentationModule
 
 
-def train(config: SegmentConfig, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
+def train(config: SegmentConfig, progress: bool = True, resume: str | Path | None = None,
+          on_start: Callable[[], None] | None = None) -> TrainResult:
     """Validate, read the data, then train in a new run directory (or continue the run of the checkpoint
-    ``resume``); evaluate and draw at the end."""
+    ``resume``); evaluate and draw at the end. ``on_start`` is called in the main process once every check
+    has passed and the run directory exists."""
     validate_config(config)
     train_source = build_source(config, "train")
     if config.dataset == "folder":  # one folder, read (and checked) once: with label maps it is also the evaluation set
@@ -368,6 +371,8 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     resumed_step = check_resumable(module, resume, passes) if resume is not None else None
     if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
         make_run_dir(run_dir, config)
+        if on_start is not None:
+            on_start()
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
     # Lightning's teardown has moved the module to the CPU; GPU collectives (NCCL) need it back on its device.
