@@ -9,14 +9,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def is_main_process() -> bool:
-    """False in the processes a DDP run adds (Lightning re-runs the command in each, its rank in the environment):
-    true for rank 0 also before the Trainer has started the others."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes, differentiably.
 

@@ -56,7 +56,6 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from iic.distributed import is_main_process
     from iic.segmentation.engine import format_scores, train
 
     overrides = overrides_from_args(args, SegmentConfig)
@@ -73,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
     banner = (f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
               f"T={config.T}, {config.epochs} epochs")
     result = train(config, progress=not args.no_progress, resume=args.resume, on_start=lambda: print(banner, flush=True))
-    if not is_main_process():
+    if not result.module.trainer.is_global_zero:  # DDP's other processes: rank 0 reports
         return 0
     print(f"run directory: {result.run_dir}")
     if result.scores:
