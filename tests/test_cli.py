@@ -260,6 +260,17 @@ def test_bad_files_and_layouts(tmp_path, trained_run, capsys):
         assert line.endswith(f"cannot write {a_file / 'results'}: {a_file} is a file, not a directory")
 
 
+def test_a_broken_symbolic_link_on_the_output_path_is_refused_before_any_work(tmp_path, trained_run, capsys):
+    broken = tmp_path / "gone"
+    broken.symlink_to(tmp_path / "nowhere")
+    out_dir = broken / "runs"
+    assert in_process_error(capsys, "train", "--out-dir", str(out_dir), "--epochs", "1").endswith(
+        f"{broken} is a broken symbolic link")
+    assert in_process_error(capsys, "evaluate", str(trained_run), "--out", str(broken / "r.yaml")).endswith(
+        f"cannot write {broken / 'r.yaml'}: {broken} is a broken symbolic link")
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_bad_images_and_checkpoints(tmp_path, trained_run):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG garbage")
     assert_one_line_error(run_cli("predict", str(trained_run), str(tmp_path / "corrupt.png"), "--out",

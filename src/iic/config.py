@@ -63,7 +63,7 @@ class ClusterConfig:
     # sub-heads per trunk, trained for refit_epochs passes at λ = refit_lamb; the num_subheads with the lowest
     # loss replace head B's sub-heads (0: off)
     refit_subheads: int = 0  # fresh head-B sub-heads per trunk re-fitted on the frozen trunk after training (0: off)
-    refit_epochs: int = 5  # passes of the re-fit
+    refit_epochs: int = 5  # passes of the re-fit (at the constant --lr, whatever --lr-schedule says: the heads are new)
     refit_lamb: float = 3.0  # λ of the re-fit's loss
     # optimisation
     lr: float = 4e-3  # Adam's learning rate

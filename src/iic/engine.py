@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
 from iic.data.clustering import ClusterData, ImageSet, match_channels
-from iic.data.images import atomic_write_bytes
+from iic.data.images import atomic_write_bytes, check_writable
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.heads import IICNet
@@ -265,9 +265,8 @@ def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
 
 def _fresh_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise IICError(f"--out-dir {out_dir} is a file, not a directory")
     run_dir = Path(out_dir) / (name or f"{preset}-{stamp}")
+    check_writable(run_dir, "folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
     return run_dir

@@ -117,8 +117,10 @@ def check_writable(path: str | os.PathLike, kind: str = "file") -> None:
         raise IICError(f"{path} is a directory: give a file name")
     if kind == "folder" and path.exists() and not path.is_dir():
         raise IICError(f"{path} is a file, not a directory")
-    ancestor = path if kind == "folder" and path.is_dir() else path.parent
+    ancestor = path if kind == "folder" else path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():  # exists() follows links: a broken one would fail only at the write
+            raise IICError(f"cannot write {path}: {ancestor} is a broken symbolic link")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise IICError(f"cannot write {path}: {ancestor} is a file, not a directory")
