@@ -131,6 +131,38 @@ def test_last_checkpoint_covers_passes_not_validated(three_digit_npz, tmp_path):
         assert torch.equal(last["state_dict"][name], value), name
 
 
+def test_best_checkpoint_is_written_when_no_pass_was_evaluated(three_digit_npz, tmp_path):
+    from iic.config import ClusterConfig, config_from_dict
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import fit
+
+    # eval_every 100 with three passes: Lightning never validates in training, so its best-by-loss callback never saves.
+    config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
+                                              "num_subheads": 2, "epochs": 1, "eval_every": 100,
+                                              "batch_size": 100, "repeats": 2})
+    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["global_step"] == module.global_step
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("1: 2\n", "unknown config key(s): 1"),
+    ("null: 1\n", "unknown config key(s): None"),
+    ("preset: [digits]\n", "unknown preset"),
+    ("preset: {a: 1}\n", "unknown preset"),
+    ("out_dir: null\n", "out_dir=None: expected str"),
+    ("dataset: [npz]\n", "dataset=['npz']: expected str"),
+    ("x_per_pair: 2\n", "x_per_pair=2: expected bool"),
+])
+def test_odd_yaml_values_are_one_clear_line(tmp_path, monkeypatch, capsys, text, fragment):
+    (tmp_path / "c.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "c.yaml", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iic: error:") and fragment in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no run directory (e.g. "None/")
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "iic", *args], capture_output=True, text=True, timeout=300)
 

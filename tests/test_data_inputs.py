@@ -155,3 +155,35 @@ def test_rejected_shapes_are_shown_as_given(tmp_path, shape):
     path = save_npz(tmp_path / "bad.npz", x_train=np.zeros(shape, np.uint8))
     with pytest.raises(IICError, match=f"got shape {re.escape(str(shape))}"):
         npz_arrays(path)
+
+
+def test_image_between_the_warning_and_the_error_limit_is_refused_too(tmp_path, monkeypatch):
+    Image.new("L", (40, 40)).save(tmp_path / "big.png")  # 1600 pixels: PIL only warns (a line on stderr) below 2000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(IICError, match=r"cannot read image .*big\.png: too large"):
+        load_image(tmp_path / "big.png", 1, (8, 8))
+
+
+@pytest.mark.filterwarnings("error")
+def test_palette_image_with_transparency_bytes_loads_without_a_warning(tmp_path):
+    palette = Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).convert("P")
+    palette.save(tmp_path / "p.png", transparency=bytes([0, 10, 20, 255]))
+    assert load_image(tmp_path / "p.png", 3, (8, 8)).shape == (8, 8, 3)
+    assert load_image(tmp_path / "p.png", 1).shape == (8, 8, 1)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((4, 0, 8), np.uint8), "images have no pixels"),
+    (np.zeros((4, 8, 0, 3), np.uint8), "images have no pixels"),
+    (np.ones((4, 8, 8), np.complex64), "images must be real numbers"),
+])
+def test_pixelless_or_complex_images_are_one_clear_error(array, message):
+    with pytest.raises(IICError, match=message):
+        images_from_array(array, "x")
+
+
+@pytest.mark.parametrize("labels", [np.array([1e30, 0.0, 1.0, 0.0]), np.array([2**64 - 1, 0, 1, 0], dtype=np.uint64)])
+def test_labels_outside_the_int64_range_are_refused(tmp_path, labels):
+    path = save_npz(tmp_path / "big.npz", x_train=images(4), y_train=labels)
+    with pytest.raises(IICError, match="int64 range"):
+        npz_arrays(path)

@@ -211,3 +211,37 @@ def test_demo_crops_and_evaluation_images():
     assert mask[:32, :32].all() and not mask[32:].any() and not mask[:, 32:].any()
     x, y, index = EvaluationImages(source, scale=0.5)[1]
     assert x.shape == (3, 16, 16) and y.shape == (16, 16) and index == 1
+
+
+def test_bad_npz_arrays_are_one_clear_error(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (3, 8, 10, 3), dtype=np.uint8), rng.integers(0, 3, (3, 8, 10)).astype(np.uint8)
+    cases = {
+        "empty": (dict(x_train=x[:0], y_train=y[:0]), "holds no images"),
+        "no-pixels": (dict(x_train=x[:, :0], y_train=y[:, :0]), "no pixels"),
+        "object-names": (dict(x_train=x, y_train=y, class_names=np.array(["a", None], dtype=object)), "Object arrays"),
+        "void-text": (dict(x_train=x, y_train=y, void_label=np.array("x")), "void_label must be one integer"),
+        "float-labels": (dict(x_train=x, y_train=np.where(y == 0, np.nan, y)), "integer class ids"),
+        "large-labels": (dict(x_train=x, y_train=y.astype(np.int64) * 40000), "class ids 0…255"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(IICError, match=message):
+            load_npz_source(tmp_path / f"{name}.npz", ("train",))
+    np.savez_compressed(tmp_path / "corrupt.npz", x_train=x, y_train=y)
+    data = bytearray((tmp_path / "corrupt.npz").read_bytes())
+    data[200:260] = bytes(b ^ 0xFF for b in data[200:260])
+    (tmp_path / "corrupt.npz").write_bytes(bytes(data))
+    with pytest.raises(IICError, match="cannot read .*corrupt.npz"):
+        load_npz_source(tmp_path / "corrupt.npz", ("train",))
+    np.savez(tmp_path / "minus.npz", x_train=x, y_train=np.where(y == 0, -1, y.astype(np.int16)))  # -1: unlabelled
+    assert (load_npz_source(tmp_path / "minus.npz", ("train",)).labels[y == 0] == IGNORE).all()
+
+
+@pytest.mark.parametrize("spec", ["0;300", "0;-1"])
+def test_class_groups_with_ids_outside_the_label_range_are_refused(tmp_path, spec):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (2, 8, 10, 3), dtype=np.uint8),
+             y_train=rng.integers(0, 3, (2, 8, 10)).astype(np.uint8))
+    with pytest.raises(IICError, match="class ids must be 0…255"):
+        load_npz_source(tmp_path / "d.npz", ("train",), class_groups=spec)

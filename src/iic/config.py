@@ -147,8 +147,12 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError
+            if value not in (0, 1):  # e.g. 2, a list, null: not a yes or no
+                raise ValueError
             return bool(value)
         if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
+        if kind is str and (value is None or isinstance(value, (bool, list, dict))):  # str() would make "None", "[1]"
             raise ValueError
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
@@ -160,7 +164,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
 def config_from_dict(cls: type[C], values: dict[str, Any], base: C | None = None) -> C:
     """A config of type ``cls`` from ``base`` (or the defaults) with ``values`` applied, type-checked."""
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(key) for key in set(values) - known)  # YAML keys may be numbers or null
     if unknown:
         raise IICError(f"unknown config key(s): {', '.join(unknown)}")
     hints = _field_types(cls)
@@ -255,7 +259,7 @@ def resolve_config(cls: type[C], presets: dict[str, dict[str, Any]], preset: str
     file's ``preset`` names it, else the config class's default."""
     values = read_yaml(yaml_path) if yaml_path else {}
     preset = preset or values.get("preset") or cls().preset
-    if preset not in presets:
+    if not isinstance(preset, str) or preset not in presets:
         raise IICError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
     config = config_from_dict(cls, {**presets[preset], "preset": preset})
     config = config_from_dict(cls, {**values, "preset": preset}, config)

@@ -467,6 +467,8 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
             on_start()
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        if not trainer.checkpoint_callback.best_model_path:  # no evaluation in training (eval_every > its passes)
+            trainer.save_checkpoint(run_dir / "checkpoints" / "best.ckpt")
         if config.refit_subheads:
             refit_head_b(module, datamodule, enable_progress_bar)
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)

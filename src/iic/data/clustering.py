@@ -70,9 +70,11 @@ def images_from_array(array: np.ndarray, source: str, channels_last: bool = True
         raise IICError(f"{source}: expected 1 or 3 channels, got shape {shape}")
     if array.shape[0] == 0:
         raise IICError(f"{source}: contains no images")
+    if 0 in array.shape[2:]:
+        raise IICError(f"{source}: images have no pixels (shape {shape})")
     if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number):
-            raise IICError(f"{source}: images must be numeric, got dtype {array.dtype}")
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise IICError(f"{source}: images must be real numbers, got dtype {array.dtype}")
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise IICError(f"{source}: images contain NaN or infinite values")
@@ -91,6 +93,8 @@ def labels_from_array(array: np.ndarray, count: int, source: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer):
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (array != np.round(array)).any():
             raise IICError(f"{source}: labels must be whole numbers (got dtype {array.dtype}, or NaN/fractional values)")
+    if array.size and (array.min() < -2**63 or array.max() >= 2**63):  # would wrap around as int64
+        raise IICError(f"{source}: labels must lie in the int64 range, got [{array.min():g}, {array.max():g}]")
     return array.astype(np.int64)
 
 

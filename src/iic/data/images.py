@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,12 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     if not path.is_file():
         raise IICError(f"no such image file: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except Image.DecompressionBombError as exc:
+        with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise IICError(f"cannot read image {path}: too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise IICError(f"cannot read image {path}: corrupt or not an image ({exc.__class__.__name__})") from None
@@ -72,6 +75,8 @@ def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
         raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")
     if channels not in (1, 3):
         raise IICError(f"cannot load {path} with {channels} channels: images load as 1 (greyscale) or 3 (RGB)")
+    if image.mode == "P" and "transparency" in image.info:  # PIL warns when converting these straight to L/RGB
+        image = image.convert("RGBA")
     image = image.convert("L" if channels == 1 else "RGB")
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.BILINEAR)

@@ -17,6 +17,8 @@ pixels that are masked out (unlabelled, "thing", void), or None when the image h
 * A synthetic demo generated in code: regions that differ only in texture.
 """
 
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,7 +317,41 @@ def parse_class_groups(spec: str) -> list[list[int]]:
         raise IICError(f"class groups {spec!r}: expected ids like '0;3,4;5'") from None
     if not groups or any(not g for g in groups):
         raise IICError(f"class groups {spec!r}: every group needs at least one class id")
+    if any(not 0 <= v <= 255 for g in groups for v in g):  # label maps hold ids 0…255
+        raise IICError(f"class groups {spec!r}: class ids must be 0…255")
     return groups
+
+
+def _read_npz_splits(path: Path, archive, splits: tuple[str, ...], ignore_index: int | None):
+    """The images, label maps (None where a split has none) and item names of ``splits``, the class names and the
+    void label of an open .npz archive; every check that needs only the arrays themselves."""
+    if ignore_index is None and "void_label" in archive:
+        void = archive["void_label"]
+        if void.shape != () or not np.issubdtype(void.dtype, np.integer):
+            raise IICError(f"{path}: void_label must be one integer, got {void.dtype} {void.shape}")
+        ignore_index = int(void)
+    images, labels, names = [], [], []
+    for split in splits:
+        if f"x_{split}" not in archive:
+            raise IICError(f"{path} has no array x_{split} (has: {', '.join(sorted(archive.files))})")
+        x = archive[f"x_{split}"]
+        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+            raise IICError(f"{path}: x_{split} must be N×H×W×3 uint8, got {x.dtype} {x.shape}")
+        if 0 in x.shape:
+            raise IICError(f"{path}: x_{split} holds no images, or images with no pixels (shape {x.shape})")
+        images.append(x)
+        y = archive[f"y_{split}"] if f"y_{split}" in archive else None
+        if y is not None and y.shape != x.shape[:3]:
+            raise IICError(f"{path}: label maps y_{split} are {y.shape} but images x_{split} are {x.shape[:3]}")
+        if y is not None and not np.issubdtype(y.dtype, np.integer):
+            raise IICError(f"{path}: label maps y_{split} must hold integer class ids, got dtype {y.dtype}")
+        if y is not None and (((y < 0) | (y > 255)) & (y != IGNORE) & (y != (ignore_index or 0))).any():
+            raise IICError(f"{path}: label maps y_{split} must hold class ids 0…255 (or {IGNORE} or the void label), "
+                           f"got values in [{y.min()}, {y.max()}]")
+        labels.append(y)
+        names += [f"{split}_{i:04d}" for i in range(len(x))]
+    class_names = [str(n) for n in archive["class_names"]] if "class_names" in archive else None
+    return images, labels, names, class_names, ignore_index
 
 
 def load_npz_source(path: str | Path, splits: tuple[str, ...], ignore_index: int | None = None,
@@ -328,23 +364,11 @@ def load_npz_source(path: str | Path, splits: tuple[str, ...], ignore_index: int
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise IICError(f"cannot read {path}: not an .npz archive ({exc.__class__.__name__})") from None
-    with archive:
-        images, labels, names = [], [], []
-        for split in splits:
-            if f"x_{split}" not in archive:
-                raise IICError(f"{path} has no array x_{split} (has: {', '.join(sorted(archive.files))})")
-            x = archive[f"x_{split}"]
-            if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-                raise IICError(f"{path}: x_{split} must be N×H×W×3 uint8, got {x.dtype} {x.shape}")
-            images.append(x)
-            y = archive[f"y_{split}"] if f"y_{split}" in archive else None
-            if y is not None and y.shape != x.shape[:3]:
-                raise IICError(f"{path}: label maps y_{split} are {y.shape} but images x_{split} are {x.shape[:3]}")
-            labels.append(y)
-            names += [f"{split}_{i:04d}" for i in range(len(x))]
-        class_names = [str(n) for n in archive["class_names"]] if "class_names" in archive else None
-        if ignore_index is None and "void_label" in archive:
-            ignore_index = int(archive["void_label"])
+    try:
+        with archive:
+            images, labels, names, class_names, ignore_index = _read_npz_splits(path, archive, splits, ignore_index)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged member, object arrays
+        raise IICError(f"cannot read {path} as .npz arrays: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
     if len({x.shape[1:] for x in images}) > 1:
         raise IICError(f"{path}: the splits {', '.join(splits)} have different image sizes")
     image_array = np.concatenate(images)
