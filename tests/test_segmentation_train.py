@@ -258,3 +258,12 @@ def test_folder_training_without_labels_prints_no_warnings(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == "", result.stderr
     assert (tmp_path / "runs" / "quiet" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "runs" / "quiet" / "checkpoints" / "best.ckpt").is_file()  # no labels, so never validated
+
+
+def test_a_run_never_validated_still_has_a_best_checkpoint(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--epochs", 1, "--eval-every", 100, "--out-dir", tmp_path, "--name", "run",
+                           "--no-progress")
+    assert code == 0, err
+    best, last = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("best", "last"))
+    assert best["global_step"] == last["global_step"] > 0  # the trained model

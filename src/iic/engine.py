@@ -335,6 +335,13 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
         raise IICError(f"cannot set up training: {str(exc).splitlines()[0]}") from None
 
 
+def ensure_best_checkpoint(trainer: L.Trainer, run_dir: Path) -> None:
+    """Lightning saves the best-by-loss checkpoint only when it validates: a run that never did (eval_every beyond
+    its passes, or no evaluation data) gets its trained model as best.ckpt, as every run directory holds one."""
+    if not trainer.checkpoint_callback.best_model_path:
+        trainer.save_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+
+
 def device_settings(config: ClusterConfig) -> dict[str, Any]:
     """The Trainer's accelerator, devices, precision and strategy for ``config``."""
     devices = parse_devices(config.devices)
@@ -467,8 +474,7 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
             on_start()
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
-        if not trainer.checkpoint_callback.best_model_path:  # no evaluation in training (eval_every > its passes)
-            trainer.save_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+        ensure_best_checkpoint(trainer, run_dir)
         if config.refit_subheads:
             refit_head_b(module, datamodule, enable_progress_bar)
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)

@@ -23,8 +23,8 @@ from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import (build_trainer, check_resumable, kept_metrics_history, lightning_interrupts, make_run_dir,
-                        new_run_dir)
+from iic.engine import (build_trainer, check_resumable, ensure_best_checkpoint, kept_metrics_history,
+                        lightning_interrupts, make_run_dir, new_run_dir)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -375,6 +375,7 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
             on_start()
     with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
         trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
+        ensure_best_checkpoint(trainer, run_dir)
     # Lightning's teardown has moved the module to the CPU; GPU collectives (NCCL) need it back on its device.
     module.to(trainer.strategy.root_device)
     broadcast_buffers(module)
