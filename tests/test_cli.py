@@ -115,34 +115,23 @@ def test_last_checkpoint_is_the_final_model(three_digit_npz, tmp_path):
         assert torch.equal(last["state_dict"][name], value), name
 
 
-def test_last_checkpoint_covers_passes_not_validated(three_digit_npz, tmp_path):
+@pytest.mark.parametrize("eval_every", [2, 100])
+def test_checkpoints_cover_passes_not_validated(three_digit_npz, tmp_path, eval_every):
     from iic.config import ClusterConfig, config_from_dict
     from iic.data.clustering import load_cluster_data
     from iic.engine import fit
 
-    # eval_every 2 with three passes: Lightning validates (and checkpoints) after pass 2 only.
+    # Three passes: Lightning validates (and checkpoints) after pass 2 only with eval_every 2, and never with 100,
+    # when its best-by-loss callback would save nothing at all.
     config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
-                                              "num_subheads": 2, "epochs": 1, "eval_every": 2,
+                                              "num_subheads": 2, "epochs": 1, "eval_every": eval_every,
                                               "batch_size": 100, "repeats": 2})
     module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
-    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    last, best = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("last", "best"))
     assert last["global_step"] == module.global_step
+    assert best["global_step"] == (module.global_step if eval_every == 100 else 2 * module.global_step // 3)
     for name, value in module.state_dict().items():
         assert torch.equal(last["state_dict"][name], value), name
-
-
-def test_best_checkpoint_is_written_when_no_pass_was_evaluated(three_digit_npz, tmp_path):
-    from iic.config import ClusterConfig, config_from_dict
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import fit
-
-    # eval_every 100 with three passes: Lightning never validates in training, so its best-by-loss callback never saves.
-    config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
-                                              "num_subheads": 2, "epochs": 1, "eval_every": 100,
-                                              "batch_size": 100, "repeats": 2})
-    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
-    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
-    assert best["global_step"] == module.global_step
 
 
 @pytest.mark.parametrize("text, fragment", [
