@@ -4,6 +4,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from iic.errors import IICError
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -27,14 +29,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         return all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
-def check_shares(world_size: int, training: int, evaluation: int, at_least: int = 2) -> None:
-    """Refuse data too small for every process to train on ``at_least`` images and evaluate at least one
-    (a process with no batch would skip the collectives the others wait in)."""
-    from iic.errors import IICError
-
+def check_shares(world_size: int, training: int, evaluation: int | None, at_least: int = 2) -> None:
+    """Refuse data too small for every process to train on ``at_least`` images and evaluate at least one (None:
+    nothing to evaluate); a process with no batch would skip the collectives the others wait in."""
     if training < at_least * world_size:
         raise IICError(f"{training} training images cannot be shared by {world_size} processes (at least {at_least} each)")
-    if evaluation < world_size:
+    if evaluation is not None and evaluation < world_size:
         raise IICError(f"{evaluation} evaluation images cannot be shared by {world_size} processes (at least 1 each)")
 
 

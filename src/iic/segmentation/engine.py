@@ -358,8 +358,7 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
     trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
                             reload_dataloaders=False, enable_progress_bar=progress)
-    check_shares(trainer.world_size, len(train_source), len(eval_source) if eval_source is not None else trainer.world_size,
-                 at_least=1)
+    check_shares(trainer.world_size, len(train_source), len(eval_source) if eval_source is not None else None, at_least=1)
     train_loader = torch.utils.data.DataLoader(
         TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
         batch_size=min(config.batch_size, len(train_source) // trainer.world_size),  # under DDP: each process's share
