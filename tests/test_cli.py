@@ -292,6 +292,17 @@ def test_a_broken_symbolic_link_on_the_output_path_is_refused_before_any_work(tm
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_an_empty_output_name_is_refused_rather_than_read_as_the_current_folder(tmp_path, trained_run, capsys,
+                                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert in_process_error(capsys, "train", "--out-dir", "", "--epochs", "1").endswith("out_dir is empty: give the "
+                                                                                        "folder for run directories")
+    assert in_process_error(capsys, "evaluate", str(trained_run), "--out", " ").endswith("the output file name is empty")
+    assert in_process_error(capsys, "predict", str(trained_run), str(trained_run / "clusters.png"), "--out", ""
+                            ).endswith("the output file name is empty")
+    assert not any(tmp_path.iterdir())
+
+
 def test_bad_images_and_checkpoints(tmp_path, trained_run):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG garbage")
     assert_one_line_error(run_cli("predict", str(trained_run), str(tmp_path / "corrupt.png"), "--out",

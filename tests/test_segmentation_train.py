@@ -219,6 +219,15 @@ def test_predict_searches_sub_folders_and_keeps_images_of_the_same_name_apart(tm
         assert code == 0 and "wrote 6 files for 3 images" in out, err
 
 
+def test_predict_refuses_an_empty_output_folder_name(tmp_path, capsys, monkeypatch):
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "0.png")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "predict", checkpoint, tmp_path / "0.png", "--out", "")
+    assert code == 2 and err.strip() == "iic: error: the output folder name is empty", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.png", "model.ckpt"]
+
+
 def test_output_names_use_the_folder_an_image_is_found_in(tmp_path):
     from iic.segmentation.engine import output_names
 

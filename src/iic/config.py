@@ -193,6 +193,7 @@ def shared_checks(config: Any) -> list[tuple[bool, str]]:
          f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, got {list(config.jitter)}"),
         (config.name is None or (config.name not in ("", ".", "..") and "/" not in config.name and "\\" not in config.name),
          f"name must be a plain folder name (no path separators), got {config.name!r}"),
+        (config.out_dir.strip() != "", "out_dir is empty: give the folder for run directories"),
         (0 <= config.max_minutes <= 1e7, f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
         (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),

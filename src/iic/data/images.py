@@ -117,6 +117,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def check_writable(path: str | os.PathLike, kind: str = "file") -> None:
     """Fail now, before any work, if ``path`` (a file, or a folder when ``kind`` is "folder") cannot be written:
     its nearest existing ancestor must be a writable folder, and a file must not be an existing folder."""
+    if not str(path).strip():  # Path("") is ".", which would pass as the current folder
+        raise IICError(f"the output {kind} name is empty")
     path = Path(path)
     if kind == "file" and path.is_dir():
         raise IICError(f"{path} is a directory: give a file name")

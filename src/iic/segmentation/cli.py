@@ -121,8 +121,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from iic.segmentation.engine import load_module, predict_images
 
     module = load_module(args.checkpoint)
+    check_writable(args.out, "folder")
     out_dir = Path(args.out)
-    check_writable(out_dir, "folder")
     first_mention: dict[Path, Path] = {}  # an image named twice (itself and its folder) is segmented once
     for path in expand_image_paths(args.images, recursive=True):  # sub-folders too, as `iic predict` does
         if not path.resolve().is_relative_to(out_dir.resolve()):  # not the outputs of an earlier run into --out
