@@ -176,6 +176,7 @@ def assert_one_line_error(result, fragment):
         (["predict", "/no/such.ckpt", "."], "no such checkpoint"),
         (["train", "--backbone", "nosuch"], "unknown backbone"),  # found only when the model is built
         (["train", "--precision", "foo"], "unknown precision"),
+        (["train", "--precision", "16-mixed", "--accelerator", "cpu"], "precision 16-mixed needs a GPU"),
         (["train", "--devices", "abc"], "--devices"),
         (["train", "--accelerator", "tpu"], "cannot set up training"),
         (["train", "--tf-crop-sizes", "10", "20"], "tf_crop_sizes"),
