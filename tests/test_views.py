@@ -46,6 +46,15 @@ def test_views_reproducible_under_a_seed():
     assert not torch.equal(a[1], c[1])
 
 
+def test_seeded_views_leave_the_callers_random_stream_as_it_was():
+    views = ClusterViews(config_from_dict(ClusterConfig, CLUSTER_PRESETS["mnist"]), 1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    views(uint8_images(6, 1, 28), seed=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def centred_share(x_crop: str) -> float:
     """Share of x views that are exactly the centre crop (the evaluation view)."""
     config = ClusterConfig(image_size=16, input_size=12, crop_size=12, eval_crop_size=12, repeats=1, x_crop=x_crop)

@@ -1,6 +1,7 @@
 """The transformations g: batched, on the model's device, reproducible under a seed (kornia)."""
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import kornia.augmentation as K
 import torch
@@ -38,12 +39,15 @@ def input_channels(channels: int, use_sobel: bool, include_rgb: bool) -> int:
     return (2 + (channels if include_rgb else 0)) if use_sobel else channels
 
 
-def _seeded(seed: int | None):
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw from a generator seeded with ``seed`` (None: the global one), leaving the caller's streams as they were."""
     if seed is None:
-        return nullcontext()
-    context = torch.random.fork_rng(devices=[])
-    torch.manual_seed(seed)
-    return context
+        yield
+        return
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # manual_seed reseeds the GPUs' too
+        torch.manual_seed(seed)
+        yield
 
 
 class ClusterViews(nn.Module):
