@@ -44,6 +44,18 @@ def test_affine_inverse_warps_back_and_masks_pixels_from_outside():
     assert error[~valid].max() > 0.05  # what the mask removes really is wrong
 
 
+def test_the_valid_mask_does_not_depend_on_the_maps_dtype():
+    torch.manual_seed(2)
+    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, affine_degrees=20, color_channels=3)
+    _, params = views(smooth_batch())
+    maps = torch.rand(4, 5, 24, 32).softmax(1)
+    _, valid = views.invert(maps, params)
+    for dtype in (torch.bfloat16, torch.float16):  # bf16-mixed on a CPU hands bfloat16 maps to invert
+        back, valid_low = views.invert(maps.to(dtype), params)
+        assert back.dtype == dtype and torch.equal(valid_low, valid)
+    assert 0.3 < valid.float().mean() < 1.0
+
+
 def test_input_channels_rgb_sobel_and_extra():
     x = torch.rand(2, 4, 16, 16)
     for use_sobel, include_rgb, expected in ((False, True, 4), (True, True, 6), (True, False, 3)):

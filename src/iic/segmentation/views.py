@@ -64,15 +64,16 @@ class InvertibleViews(nn.Module):
     def invert(self, maps: torch.Tensor, params: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
         """g⁻¹ applied to n × k × h × w maps computed on g(x), and the n × h × w mask of valid pixels."""
         n, _, h, w = maps.shape
-        valid = torch.ones(n, 1, h, w, device=maps.device, dtype=maps.dtype)
+        # The mask in float32 whatever the maps' dtype: in bfloat16 no value lies between 0.996 and 1.
+        valid = torch.ones(n, 1, h, w, device=maps.device)
         if params.affine is not None:
-            forward = params.affine[:, :2].to(maps.dtype)
-            inverse = torch.linalg.inv(params.affine.float())[:, :2].to(maps.dtype)
-            maps = warp_affine(maps, inverse, (h, w), align_corners=False)
+            forward = params.affine[:, :2].float()
+            inverse = torch.linalg.inv(params.affine.float())[:, :2]
+            maps = warp_affine(maps, inverse.to(maps.dtype), (h, w), align_corners=False)
             # A pixel is valid only if its whole bilinear footprint survives the round trip g then g⁻¹
             # inside both frames: a constant image sent through both warps stays 1 exactly there.
             round_trip = warp_affine(warp_affine(valid, forward, (h, w), align_corners=False), inverse, (h, w), align_corners=False)
-            valid = (round_trip > 0.999).to(maps.dtype)
+            valid = (round_trip > 0.999).float()
         flipped = params.flipped[:, None, None, None]
         maps = torch.where(flipped, hflip(maps), maps)
         valid = torch.where(flipped, hflip(valid), valid)
