@@ -24,7 +24,7 @@ def reference_dense_loss(p, p_tf, mask, T, lamb, collapsed):
             joints[dy + T, dx + T] = torch.einsum("nihw,njhw->ij", shifted, anchor)
     if collapsed:
         joints = joints.sum(dim=(0, 1))
-    return joint_to_loss(joints, lamb)
+    return joint_to_loss(joints + torch.finfo(torch.float32).tiny, lamb)  # a displacement with no pair: uniform
 
 
 def random_maps(n=3, k=4, h=9, w=11, seed=0):
@@ -85,6 +85,27 @@ def test_fully_masked_batch_gives_finite_loss():
     p, p_tf, mask = random_maps(seed=9)
     loss, _ = dense_iic_loss(p, p_tf, torch.zeros_like(mask), T=1)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("collapsed", [False, True])
+def test_displacements_without_a_valid_pair_count_as_uniform(collapsed):
+    p, p_tf, _ = random_maps(n=1, h=5, w=5, seed=0)
+    one_column = torch.zeros(1, 5, 5, dtype=torch.bool)
+    one_column[0, :, 0] = True  # no pair of valid pixels at any horizontal displacement
+    loss, plain = dense_iic_loss(p, p_tf, one_column, T=4, collapsed=collapsed)
+    ref_loss, ref_plain = reference_dense_loss(p, p_tf, one_column, 4, 1.0, collapsed)
+    assert plain.item() <= 0  # −I: FFT round-off in the empty joints once made it +3.7
+    assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-5)
+    assert plain.item() == pytest.approx(ref_plain.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("lamb", [-1.0, float("nan"), float("inf")])
+def test_a_bad_lambda_or_an_empty_batch_is_a_clear_error(lamb):
+    p, p_tf, _ = random_maps()
+    with pytest.raises(ValueError, match="lamb must be finite and non-negative"):
+        dense_iic_loss(p, p_tf, T=1, lamb=lamb)
+    with pytest.raises(ValueError, match="empty batch"):
+        dense_iic_loss(p[:0], p_tf[:0], T=1)
 
 
 def test_gradients_finite_under_bf16_autocast():

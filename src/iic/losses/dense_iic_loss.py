@@ -15,7 +15,7 @@ from torch import nn
 
 from iic.distributed import all_reduce_sum
 from iic.errors import IICError
-from iic.losses.iic_loss import joint_to_loss
+from iic.losses.iic_loss import check_pair, joint_to_loss
 
 
 def displacement_joints(p: torch.Tensor, p_tf: torch.Tensor, half_window: int) -> torch.Tensor:
@@ -51,8 +51,7 @@ def dense_iic_loss(
     first. Returns ``(loss, loss_plain)`` as ``iic_loss``: always float32, and under multi-process
     training the joints are summed over every process before the logarithms.
     """
-    if p.ndim != 4 or p.shape != p_tf.shape:
-        raise ValueError(f"dense_iic_loss expects two n×k×h×w maps of the same shape, got {tuple(p.shape)} and {tuple(p_tf.shape)}")
+    check_pair(p, p_tf, lamb, "dense_iic_loss", "n×k×h×w")
     n, k, h, w = p.shape
     if not isinstance(T, int) or T < 0:
         raise IICError(f"displacement half-window T must be a non-negative integer, got {T!r}")
@@ -69,8 +68,15 @@ def dense_iic_loss(
         if collapsed:
             joints = joints.sum(dim=(0, 1))
         joints = all_reduce_sum(joints)
-        # A displacement with no valid pixel pair (everything masked) would be 0/0; the smallest normal
-        # float makes it uniform instead (zero loss gradient) and is invisible next to any real count.
+        if mask is not None:
+            # A displacement with no valid pixel pair should have an all-zero joint, but the FFTs leave
+            # round-off there (±1e-8) that normalising would blow up into a joint: zero it by the pair count.
+            pairs = displacement_joints(weight, weight, T)
+            if collapsed:
+                pairs = pairs.sum(dim=(0, 1))
+            joints = torch.where(all_reduce_sum(pairs) > 0.5, joints, 0.0)
+        # An empty joint would be 0/0; the smallest normal float makes it uniform instead (zero loss
+        # gradient) and is invisible next to any real count.
         joints = joints + torch.finfo(torch.float32).tiny
         return joint_to_loss(joints, lamb)
 
