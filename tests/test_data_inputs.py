@@ -172,6 +172,17 @@ def test_palette_image_with_transparency_bytes_loads_without_a_warning(tmp_path)
     assert load_image(tmp_path / "p.png", 1).shape == (8, 8, 1)
 
 
+def test_a_photo_stored_sideways_is_read_as_shown_except_beside_label_maps(tmp_path):
+    stored = np.zeros((20, 60, 3), np.uint8)
+    stored[:, :10] = 255  # a white band at the stored image's left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: shown turned 90° clockwise
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = load_image(tmp_path / "phone.jpg", 3)
+    assert shown.shape == (60, 20, 3) and shown[:10].mean() > 200 and shown[-10:].mean() < 50  # the band on top
+    assert load_image(tmp_path / "phone.jpg", 3, upright=False).shape == (20, 60, 3)
+
+
 @pytest.mark.parametrize("array, message", [
     (np.zeros((4, 0, 8), np.uint8), "images have no pixels"),
     (np.zeros((4, 8, 0, 3), np.uint8), "images have no pixels"),

@@ -219,6 +219,17 @@ def test_predict_searches_sub_folders_and_keeps_images_of_the_same_name_apart(tm
         assert code == 0 and "wrote 6 files for 3 images" in out, err
 
 
+def test_predict_takes_images_one_pixel_wide(tmp_path, capsys):
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    for name, (h, w) in (("wide", (1, 40)), ("tall", (40, 1)), ("dot", (1, 1))):
+        Image.fromarray(np.zeros((h, w, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    code, out, err = run_cli(capsys, "predict", checkpoint, *(tmp_path / f"{n}.png" for n in ("wide", "tall", "dot")),
+                             "--out", tmp_path / "out")
+    assert code == 0 and "wrote 6 files for 3 images" in out, err
+    with Image.open(tmp_path / "out" / "tall_labels.png") as labels:
+        assert labels.size == (1, 40)
+
+
 def test_predict_refuses_an_empty_output_folder_name(tmp_path, capsys, monkeypatch):
     checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "0.png")

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from iic.errors import IICError
 
@@ -68,9 +68,15 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise IICError(f"cannot read image {path}: corrupt or not an image ({exc.__class__.__name__})") from None
 
 
-def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
-    """An image file as uint8 H × W × channels (1 = greyscale, 3 = RGB), optionally resized to ``size`` (h, w)."""
+def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | None = None,
+               upright: bool = True) -> np.ndarray:
+    """An image file as uint8 H × W × channels (1 = greyscale, 3 = RGB), optionally resized to ``size`` (h, w).
+
+    ``upright``: turned as its EXIF orientation says, as viewers show it (a phone photo stored sideways);
+    False keeps the stored pixels, which label maps drawn on them match."""
     image = open_image(path)
+    if upright:
+        image = ImageOps.exif_transpose(image)
     if image.mode not in CONVERTIBLE_MODES:
         raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")
     if channels not in (1, 3):

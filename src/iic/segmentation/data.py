@@ -243,7 +243,7 @@ class CocoStuffSource(SegmentationSource):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         split, image_id = self.items[index]
-        image = load_image(self.image_path(split, image_id), channels=3)
+        image = load_image(self.image_path(split, image_id), channels=3, upright=False)
         fine = load_label_map(self.label_path(split, image_id))
         if fine.shape != image.shape[:2]:
             raise IICError(f"COCO-Stuff {image_id}: label map is {fine.shape[0]}×{fine.shape[1]} but the image is {image.shape[0]}×{image.shape[1]}")
@@ -262,7 +262,7 @@ class FolderSource(SegmentationSource):
         self.class_names = list(class_names or [])
         # Every file is read now, by the rules training reads it with: a bad one fails before the run starts,
         # not in the middle of training (or never, when a short epoch does not draw it).
-        image_shapes = [load_image(image_file, channels=3).shape[:2] for image_file in self.files]
+        image_shapes = [load_image(image_file, channels=3, upright=False).shape[:2] for image_file in self.files]
         if label_dir is None:
             return
         label_dir = Path(label_dir)
@@ -300,7 +300,7 @@ class FolderSource(SegmentationSource):
         return self.files[index].stem
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        image = load_image(self.files[index], channels=3)
+        image = load_image(self.files[index], channels=3, upright=False)
         if self.label_files is None:
             return image, None
         label = self._read_label(self.label_files[index])

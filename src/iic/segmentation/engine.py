@@ -454,20 +454,20 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
     if module.extra_channels:
         raise IICError("this model takes extra input channels (e.g. infrared): predict needs RGB-only models")
     images = [load_image(p, channels=3) for p in paths]  # read everything first: no partial output on a bad file
-    written = []
+    pictures = []  # and segment everything before writing anything
     for name, image in zip(output_names(paths), images):
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)[None]
         h, w = image.shape[:2]
-        if scale != 1.0:
-            x = torch.nn.functional.interpolate(x, size=(max(2, round(h * scale)), max(2, round(w * scale))), mode="bilinear", antialias=scale < 1)
+        size = (max(2, round(h * scale)), max(2, round(w * scale)))  # the network's pooling needs 2 px a side
+        if size != (h, w):
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=size[0] < h or size[1] < w)
         clusters = module.predict_clusters(x)[0]
         labels = module.cluster_to_class[clusters] if mapped else clusters
         labels = torch.nn.functional.interpolate(labels[None, None].float(), size=(h, w), mode="nearest")[0, 0].long().numpy()
         label_image = Image.fromarray(np.clip(labels, 0, 255).astype(np.uint8), mode="P")
         label_image.putpalette(flat_palette.reshape(-1).tolist())
         overlay = (0.5 * image + 0.5 * colourise(labels, colours)).astype(np.uint8)
-        for suffix, picture in (("labels", label_image), ("overlay", Image.fromarray(overlay))):
-            target = out_dir / f"{name}_{suffix}.png"
-            save_png(target, picture)
-            written.append(target)
-    return written
+        pictures += [(out_dir / f"{name}_labels.png", label_image), (out_dir / f"{name}_overlay.png", Image.fromarray(overlay))]
+    for target, picture in pictures:
+        save_png(target, picture)
+    return [target for target, _ in pictures]
