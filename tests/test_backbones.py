@@ -6,6 +6,7 @@ from torch import nn
 
 from iic.backbones import ClusterNet5g, build_backbone
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
+from iic.errors import IICError
 
 
 def conv_kernels(module: nn.Module) -> set[tuple[int, ...]]:
@@ -38,3 +39,14 @@ def test_clusternet5g_pools_after_its_stem_like_the_authors_net(size, layer4_sid
         features = trunk(torch.zeros(1, 1, size, size))
     assert seen["shape"][-2:] == (layer4_side, layer4_side)
     assert features.shape == (1, 512)
+
+
+def test_a_torchvision_net_with_auxiliary_heads_trains_as_a_trunk():
+    trunk, features = build_backbone("googlenet", 1, (), 64)
+    out = trunk.train()(torch.rand(2, 1, 64, 64))  # GoogLeNet returns a tuple with its auxiliary logits in training
+    assert isinstance(out, torch.Tensor) and out.shape == (2, features)
+
+
+def test_a_torchvision_net_that_asserts_its_input_size_is_a_clear_error():
+    with pytest.raises(IICError, match=r"backbone 'vit_b_32' cannot take 32×32 inputs: Wrong image height"):
+        build_backbone("vit_b_32", 3, (), 32)

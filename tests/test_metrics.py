@@ -62,3 +62,15 @@ def test_contingency_tables_count_and_ignore():
     tables = metric.compute()
     assert tables[0].tolist() == [[1, 0], [0, 1], [0, 1]]
     assert tables[1].tolist() == [[0, 1], [1, 1], [0, 0]]
+
+
+@pytest.mark.parametrize("clusters, labels", [
+    ([[0, 1]], [0, 3]),  # class 3 of 3 would have been counted as (cluster 2, class 0)
+    ([[0, 3]], [0, 1]),
+    ([[-1, 0]], [0, 1]),
+])
+def test_contingency_tables_refuse_ids_out_of_range(clusters, labels):
+    metric = ContingencyTables(num_subheads=1, num_clusters=3, num_classes=3)
+    with pytest.raises(ValueError, match=r"cluster ids 0\.\.2 and class ids 0\.\.2"):
+        metric.update(torch.tensor(clusters), torch.tensor(labels))
+    assert not metric.compute().any()

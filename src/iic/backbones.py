@@ -58,6 +58,11 @@ class TorchvisionTrunk(nn.Module):
             model = torchvision.models.get_model(name, weights=None)
         except (ValueError, KeyError):
             raise IICError(f"unknown backbone {name!r}: use clusternet6c, clusternet5g or a torchvision model name") from None
+        if getattr(model, "aux_logits", False):  # GoogLeNet, Inception v3: in training they return a tuple
+            model.aux_logits = False
+            for aux in ("aux1", "aux2", "AuxLogits"):
+                if hasattr(model, aux):
+                    setattr(model, aux, None)
         last_linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         if not last_linear:
             raise IICError(f"torchvision model {name!r} has no final linear layer to replace")
@@ -82,9 +87,9 @@ def build_backbone(name: str, in_channels: int, widths: tuple[int, ...], input_s
     was_training = trunk.training
     trunk.eval()
     with torch.no_grad():
-        try:
+        try:  # torchvision's models state their input sizes as RuntimeErrors, ValueErrors or assertions
             features = trunk(torch.zeros(2, in_channels, input_size, input_size)).shape[1]
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError, AssertionError) as exc:
             raise IICError(f"backbone {name!r} cannot take {input_size}×{input_size} inputs: {str(exc).splitlines()[0]}") from None
     trunk.train(was_training)
     return trunk, features

@@ -33,8 +33,14 @@ class ContingencyTables(Metric):
         if self.ignore_index is not None:
             valid &= labels != self.ignore_index
         labels = labels[valid].long()
+        clusters = clusters[:, valid].long()
+        # Out-of-range ids would land in another cell of the flattened table, not fail: refuse them.
+        if labels.numel() and (labels.max() >= self.num_classes or clusters.min() < 0 or clusters.max() >= self.num_clusters):
+            raise ValueError(f"contingency tables take cluster ids 0..{self.num_clusters - 1} and class ids "
+                             f"0..{self.num_classes - 1}, got clusters {clusters.min().item()}..{clusters.max().item()} "
+                             f"and classes up to {labels.max().item()}")
         for s in range(self.num_subheads):
-            index = clusters[s][valid].long() * self.num_classes + labels
+            index = clusters[s] * self.num_classes + labels
             counts = torch.bincount(index, minlength=self.num_clusters * self.num_classes)
             self.tables[s] += counts.view(self.num_clusters, self.num_classes)
 
