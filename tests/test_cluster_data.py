@@ -94,8 +94,3 @@ def test_k_larger_than_the_data(tmp_path):
     with pytest.raises(IICError, match="larger than the number of training images"):
         load_cluster_data(ClusterConfig(dataset="npz", data_path=str(path), image_size=8, crop_size=8,
                                         eval_crop_size=8, k_b=10))
-
-
-def test_torchvision_dataset_missing_without_download(tmp_path):
-    with pytest.raises(IICError, match="--download"):
-        load_cluster_data(ClusterConfig(dataset="cifar10", data_path=str(tmp_path)))
