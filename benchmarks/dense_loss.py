@@ -101,8 +101,8 @@ def main() -> None:
     dense_name, loop_name = methods
     print(f"dense IIC loss, forward+backward: k={args.k} T={args.T} n={args.n} {args.size}x{args.size} on {device} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads), loss {values[0]:.5f}")
-    print(f"| method | time (ms) | peak memory (MiB) |")
-    print(f"|---|---|---|")
+    print("| method | time (ms) | peak memory (MiB) |")
+    print("|---|---|---|")
     for name in methods:
         print(f"| {name} | {times[name] * 1e3:.1f} | {memory[name] / 2**20:.1f} |")
     print(f"| ratio loop / dense | {times[loop_name] / times[dense_name]:.1f}x faster | "

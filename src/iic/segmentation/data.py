@@ -26,7 +26,6 @@ import numpy as np
 import scipy.io
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from iic.data.images import is_image_file, list_image_files, load_image, load_label_map
 from iic.errors import IICError
