@@ -75,7 +75,7 @@ class ClusterConfig:
     # engine
     accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
     devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (GPU only)
     num_workers: int = 0  # DataLoader worker processes
     eval_every: int = 1  # evaluate every N passes over the data
     out_dir: str = "runs"  # run directories are made here

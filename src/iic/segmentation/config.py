@@ -63,7 +63,7 @@ class SegmentConfig:
     # engine
     accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
     devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (GPU only)
     num_workers: int = 0  # DataLoader worker processes
     eval_every: int = 10  # evaluate every N passes over the data
     eval_batch_size: int = 8  # images per evaluation step
