@@ -74,3 +74,8 @@ def test_contingency_tables_refuse_ids_out_of_range(clusters, labels):
     with pytest.raises(ValueError, match=r"cluster ids 0\.\.2 and class ids 0\.\.2"):
         metric.update(torch.tensor(clusters), torch.tensor(labels))
     assert not metric.compute().any()
+
+
+def test_scores_of_an_empty_table_are_all_undefined():
+    scores = cluster_scores(np.zeros((3, 3), dtype=np.int64))
+    assert np.isnan([scores.acc, scores.nmi, scores.ari]).all()

@@ -92,6 +92,8 @@ def cluster_scores(table: np.ndarray) -> ClusterScores:
     """Accuracy after matching (Hungarian, or many-to-one for k > classes), NMI and ARI."""
     table = np.asarray(table, dtype=np.int64)
     mapping = cluster_mapping(table)
+    if not table.any():  # no labelled sample: every score is undefined (scikit-learn would say NMI = ARI = 1)
+        return ClusterScores(acc=float("nan"), nmi=float("nan"), ari=float("nan"), mapping=mapping)
     truth, pred = _labels_from_table(table)
     return ClusterScores(
         acc=mapped_accuracy(table, mapping),
