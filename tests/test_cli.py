@@ -298,7 +298,8 @@ def test_an_empty_output_name_is_refused_rather_than_read_as_the_current_folder(
     monkeypatch.chdir(tmp_path)
     assert in_process_error(capsys, "train", "--out-dir", "", "--epochs", "1").endswith("out_dir is empty: give the "
                                                                                         "folder for run directories")
-    assert in_process_error(capsys, "evaluate", str(trained_run), "--out", " ").endswith("the output file name is empty")
+    for empty in ("", " "):
+        assert in_process_error(capsys, "evaluate", str(trained_run), "--out", empty).endswith("the output file name is empty")
     assert in_process_error(capsys, "predict", str(trained_run), str(trained_run / "clusters.png"), "--out", ""
                             ).endswith("the output file name is empty")
     assert not any(tmp_path.iterdir())

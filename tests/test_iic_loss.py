@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from iic import iic_loss
+from iic.losses import iic_losses
 
 
 def random_probs(n: int, k: int, seed: int) -> torch.Tensor:
@@ -105,6 +106,8 @@ def test_rejects_arguments_it_cannot_use():
         iic_loss(torch.rand(4, 3).numpy(), torch.rand(4, 3).numpy())
     with pytest.raises(ValueError, match="empty batch"):
         iic_loss(torch.rand(0, 3), torch.rand(0, 3))
+    with pytest.raises(ValueError, match="iic_losses got an empty batch"):  # S × n × k: n is the middle axis
+        iic_losses(torch.rand(2, 0, 3), torch.rand(2, 0, 3))
     with pytest.raises(ValueError, match="lamb must be finite and non-negative"):
         iic_loss(torch.rand(4, 3), torch.rand(4, 3), lamb=-1.0)
 

@@ -7,6 +7,7 @@ import yaml
 from PIL import Image
 
 from iic.config import config_from_dict
+from iic.errors import IICError
 from iic.cli import main
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 from iic.segmentation.engine import build_source, evaluate_module, evaluation_loader, load_module, train
@@ -228,6 +229,27 @@ def test_predict_takes_images_one_pixel_wide(tmp_path, capsys):
     assert code == 0 and "wrote 6 files for 3 images" in out, err
     with Image.open(tmp_path / "out" / "tall_labels.png") as labels:
         assert labels.size == (1, 40)
+
+
+def test_predict_writes_nothing_when_an_image_fails_to_segment(tmp_path, monkeypatch):
+    from iic.segmentation.engine import SegmentationModule, predict_images
+
+    module = load_module(write_untrained_checkpoint(tmp_path / "model.ckpt"))
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    segment = SegmentationModule.predict_clusters
+    calls = []
+
+    def fail_on_the_second(self, x):
+        calls.append(x)
+        if len(calls) == 2:
+            raise IICError("the second image failed")
+        return segment(self, x)
+
+    monkeypatch.setattr(SegmentationModule, "predict_clusters", fail_on_the_second)
+    with pytest.raises(IICError, match="the second image failed"):
+        predict_images(module, [tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out")
+    assert len(calls) == 2 and not (tmp_path / "out").exists()
 
 
 def test_predict_refuses_an_empty_output_folder_name(tmp_path, capsys, monkeypatch):

@@ -31,6 +31,14 @@ def test_random_views_flip_and_invert_exactly():
     assert not torch.allclose(x_tf[:, :3], torch.where(params.flipped[:, None, None, None], x[:, :3].flip(-1), x[:, :3]))
 
 
+def test_greyscale_views_are_jittered_in_brightness_and_contrast():
+    torch.manual_seed(3)
+    x = smooth_batch(channels=2)  # one grey channel and one extra (infrared-like) channel
+    x_tf, _ = InvertibleViews(jitter=(0.4, 0.4, 0.4, 0.1), flip=False, color_channels=1)(x)
+    assert (x_tf[:, 0] - x[:, 0]).abs().mean() > 0.01
+    assert torch.equal(x_tf[:, 1], x[:, 1])
+
+
 def test_affine_inverse_warps_back_and_masks_pixels_from_outside():
     torch.manual_seed(1)
     x = smooth_batch()
@@ -53,6 +61,9 @@ def test_the_valid_mask_does_not_depend_on_the_maps_dtype():
     for dtype in (torch.bfloat16, torch.float16):  # bf16-mixed on a CPU hands bfloat16 maps to invert
         back, valid_low = views.invert(maps.to(dtype), params)
         assert back.dtype == dtype and torch.equal(valid_low, valid)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training: autocast around the whole step
+        _, valid_autocast = views.invert(maps.bfloat16(), params)
+    assert torch.equal(valid_autocast, valid)
     assert 0.3 < valid.float().mean() < 1.0
 
 

@@ -5,6 +5,7 @@ are switched off, the readers are torchvision's own.
 """
 
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -101,5 +102,5 @@ def test_stl10_heads_a_also_train_on_the_unlabelled_images(tmp_path, monkeypatch
 def test_a_missing_dataset_says_how_to_get_it(tmp_path, dataset):
     from iic.errors import IICError
 
-    with pytest.raises(IICError, match=rf"^{dataset} not found under {tmp_path}: pass --download"):
+    with pytest.raises(IICError, match=rf"^{re.escape(dataset)} not found under {re.escape(str(tmp_path))}: pass --download"):
         load_cluster_data(config(dataset, tmp_path))

@@ -166,13 +166,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  ("download", args.download)) if v}
     # This machine's accelerator, not the one the model was trained on.
     config = dataclasses.replace(config, **changes, accelerator="cpu" if args.cpu else "auto")
-    if args.out:
+    if args.out is not None:
         check_writable(args.out)
     data = load_cluster_data(config)
     results = evaluate(module, data.evaluation, config)
     print(f"iic evaluate: {ckpt} on {config.dataset} ({len(data.evaluation)} images, protocol {config.protocol})")
     print(format_results(results))
-    if args.out:
+    if args.out is not None:
         write_yaml(Path(args.out), results)
         print(f"results written to {args.out}")
     return 0

@@ -350,7 +350,8 @@ def device_settings(config: ClusterConfig) -> dict[str, Any]:
     on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
     if config.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
         raise IICError(f"unknown precision {config.precision!r}: use 32-true, bf16-mixed or 16-mixed")
-    if config.precision == "16-mixed" and not on_gpu:  # Lightning would warn and train in bf16-mixed instead
+    on_mps = config.accelerator == "mps" or (config.accelerator == "auto" and torch.backends.mps.is_available())
+    if config.precision == "16-mixed" and not (on_gpu or on_mps):  # Lightning would warn and train in bf16-mixed
         raise IICError("precision 16-mixed needs a GPU (float16 autocast is not supported on a CPU): use bf16-mixed")
     return dict(accelerator=config.accelerator, devices=devices, precision=config.precision,
                 strategy="ddp_find_unused_parameters_true" if multi else "auto",  # the idle head has no gradient

@@ -45,7 +45,8 @@ def _seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # manual_seed reseeds the GPUs' too
+    # manual_seed reseeds the GPUs' generators too: fork those as well
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()), device_type="cuda"):
         torch.manual_seed(seed)
         yield
 

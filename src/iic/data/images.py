@@ -76,7 +76,9 @@ def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
     False keeps the stored pixels, which label maps drawn on them match."""
     image = open_image(path)
     if upright:
-        image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():  # PIL warns of corrupt EXIF data: then the stored orientation stands
+            warnings.simplefilter("ignore", UserWarning)
+            image = ImageOps.exif_transpose(image)
     if image.mode not in CONVERTIBLE_MODES:
         raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")
     if channels not in (1, 3):

@@ -37,7 +37,9 @@ class InvertibleViews(nn.Module):
         super().__init__()
         self.color_channels = color_channels
         brightness, contrast, saturation, hue = jitter
-        self.jitter = K.ColorJitter(brightness, contrast, saturation, hue, p=1.0) if any(jitter) else None
+        if color_channels != 3:  # saturation and hue need colour; greyscale still gets brightness and contrast
+            saturation = hue = 0.0
+        self.jitter = K.ColorJitter(brightness, contrast, saturation, hue, p=1.0) if any((brightness, contrast, saturation, hue)) else None
         self.flip = flip
         use_affine = affine_degrees > 0 or affine_shear > 0 or (affine_scale is not None and tuple(affine_scale) != (1.0, 1.0))
         self.affine = (
@@ -50,7 +52,7 @@ class InvertibleViews(nn.Module):
         """g(x) for an n × C × h × w batch in [0, 1] (colour channels first), and what was done."""
         n = x.shape[0]
         colour, extra = x[:, : self.color_channels], x[:, self.color_channels:]
-        if self.jitter is not None and self.color_channels == 3:
+        if self.jitter is not None:
             colour = self.jitter(colour)
         out = torch.cat([colour, extra], dim=1)
         flipped = (torch.rand(n, device=x.device) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -64,15 +66,16 @@ class InvertibleViews(nn.Module):
     def invert(self, maps: torch.Tensor, params: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
         """g⁻¹ applied to n × k × h × w maps computed on g(x), and the n × h × w mask of valid pixels."""
         n, _, h, w = maps.shape
-        # The mask in float32 whatever the maps' dtype: in bfloat16 no value lies between 0.996 and 1.
         valid = torch.ones(n, 1, h, w, device=maps.device)
         if params.affine is not None:
             forward = params.affine[:, :2].float()
             inverse = torch.linalg.inv(params.affine.float())[:, :2]
             maps = warp_affine(maps, inverse.to(maps.dtype), (h, w), align_corners=False)
             # A pixel is valid only if its whole bilinear footprint survives the round trip g then g⁻¹
-            # inside both frames: a constant image sent through both warps stays 1 exactly there.
-            round_trip = warp_affine(warp_affine(valid, forward, (h, w), align_corners=False), inverse, (h, w), align_corners=False)
+            # inside both frames: a constant image sent through both warps stays 1 exactly there. In float32
+            # even under autocast: in bfloat16 no value lies between 0.996 and 1, and the grid would drift.
+            with torch.autocast(maps.device.type, enabled=False):
+                round_trip = warp_affine(warp_affine(valid, forward, (h, w), align_corners=False), inverse, (h, w), align_corners=False)
             valid = (round_trip > 0.999).float()
         flipped = params.flipped[:, None, None, None]
         maps = torch.where(flipped, hflip(maps), maps)
