@@ -317,6 +317,26 @@ def test_bad_images_and_checkpoints(tmp_path, trained_run):
     other["hyper_parameters"]["config"]["widths"] = [8, 8, 8, 8]  # a checkpoint of a different model
     torch.save(other, tmp_path / "other.ckpt")
     assert_one_line_error(run_cli("evaluate", str(tmp_path / "other.ckpt")), "does not match")
+    (tmp_path / "damaged.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    assert_one_line_error(run_cli("evaluate", str(tmp_path / "damaged.ckpt")), "damaged or not a checkpoint")
+
+
+def test_a_checkpoint_of_the_other_task_names_the_commands_that_take_it(tmp_path, trained_run, capsys):
+    clustering = trained_run / "checkpoints" / "last.ckpt"
+    for argv in (("segment", "evaluate", str(clustering)),
+                 ("segment", "predict", str(clustering), str(trained_run / "clusters.png"), "--out", str(tmp_path / "o")),
+                 ("segment", "train", "--resume", str(trained_run), "--epochs", "1")):
+        assert in_process_error(capsys, *argv).endswith("is an iic clustering checkpoint, not a segmentation one: "
+                                                        "use `iic evaluate`, `iic predict` or `iic train --resume`")
+    segmentation = torch.load(clustering, weights_only=False)
+    segmentation["hyper_parameters"] = {"config": {}, "class_names": ["road", "sky"], "color_channels": 3}
+    torch.save(segmentation, tmp_path / "segmentation.ckpt")
+    for argv in (("evaluate", str(tmp_path / "segmentation.ckpt")),
+                 ("predict", str(tmp_path / "segmentation.ckpt"), str(clustering), "--out", str(tmp_path / "o.csv"))):
+        assert in_process_error(capsys, *argv).endswith(
+            "is an iic segmentation checkpoint, not a clustering one: use `iic segment evaluate`, `iic segment predict` or "
+            "`iic segment train --resume`")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.csv").exists()
 
 
 def test_a_head_that_never_trained_is_reported_as_such():

@@ -123,6 +123,17 @@ def test_float_labels_are_remapped_too(tmp_path):
     assert train.labels.dtype == torch.int64 and train.labels.tolist() == [0, 1, 0]
 
 
+def test_a_column_of_labels_and_boolean_labels_are_read_as_classes(tmp_path):
+    path = save_npz(tmp_path / "c.npz", x_train=images(3), y_train=np.array([[3], [5], [3]], np.uint8),
+                    x_test=images(2), y_test=np.array([[5], [3]], np.uint8))
+    train, test = npz_arrays(path)
+    assert train.labels.tolist() == [0, 1, 0] and test.labels.tolist() == [1, 0] and train.class_names == ["3", "5"]
+    train, _ = npz_arrays(save_npz(tmp_path / "b.npz", x_train=images(3), y_train=np.array([True, False, True])))
+    assert train.labels.tolist() == [1, 0, 1] and train.num_classes == 2
+    with pytest.raises(IICError, match=r"expected 3 labels, got shape \(3, 2\)"):
+        npz_arrays(save_npz(tmp_path / "w.npz", x_train=images(3), y_train=np.zeros((3, 2), np.int64)))
+
+
 @pytest.mark.parametrize("present, missing", [("train", "test"), ("test", "train")])
 def test_labels_for_only_one_split_are_an_error(tmp_path, present, missing):
     path = save_npz(tmp_path / "partial.npz", x_train=images(4), x_test=images(2),

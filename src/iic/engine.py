@@ -423,13 +423,38 @@ def lightning_interrupts(trainer: L.Trainer):
         raise
 
 
+COMMANDS_FOR = {"clustering": "`iic evaluate`, `iic predict` or `iic train --resume`",
+                "segmentation": "`iic segment evaluate`, `iic segment predict` or `iic segment train --resume`"}
+
+
+def checkpoint_kind(hyper_parameters: Any) -> str | None:
+    """'clustering' or 'segmentation', told by the module arguments a checkpoint was saved with; None if neither."""
+    keys = set(hyper_parameters) if isinstance(hyper_parameters, dict) else set()
+    if {"config", "channels"} <= keys:
+        return "clustering"
+    if {"config", "class_names"} <= keys:
+        return "segmentation"
+    return None
+
+
+def refuse_other_kind(path: Path, checkpoint: Any, expected: str) -> None:
+    """One clear line when a checkpoint of the other task is given (e.g. a segmentation run to `iic predict`)."""
+    kind = checkpoint_kind(checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None)
+    if kind is not None and kind != expected:
+        raise IICError(f"{path} is an iic {kind} checkpoint, not a {expected} one: use {COMMANDS_FOR[kind]}")
+
+
 def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int) -> int:
     """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config
     builds, or it is past the passes the settings allow; else return the checkpoint's global step."""
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        state, step, passes = saved["state_dict"], int(saved["global_step"]), int(saved["epoch"])
     except Exception as exc:  # torch/pickle raise many types for a damaged file
+        raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
+    refuse_other_kind(checkpoint, saved, checkpoint_kind(dict(module.hparams)))
+    try:
+        state, step, passes = saved["state_dict"], int(saved["global_step"]), int(saved["epoch"])
+    except Exception as exc:  # a pickle of something else
         raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
     try:
         module.load_state_dict(state)
@@ -498,10 +523,15 @@ def load_module(path: str | os.PathLike) -> tuple[ClusterModule, Path]:
     if not path.is_file():
         raise IICError(f"no such checkpoint: {path}")
     try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch/pickle raise many types for a damaged file
+        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
+    refuse_other_kind(path, checkpoint, "clustering")
+    try:
         module = ClusterModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
     except IICError:
         raise
-    except Exception as exc:  # torch/pickle/Lightning raise many types for a foreign or damaged file
+    except Exception as exc:  # Lightning raises many types for a foreign checkpoint
         raise IICError(f"{path} is not an iic clustering checkpoint, or does not match the model its config describes "
                        f"({exc.__class__.__name__})") from None
     module.eval()

@@ -88,8 +88,12 @@ def images_from_array(array: np.ndarray, source: str, channels_last: bool = True
 
 def labels_from_array(array: np.ndarray, count: int, source: str) -> np.ndarray:
     array = np.asarray(array)
+    if array.shape == (count, 1):  # a column, as Keras' datasets give them
+        array = array[:, 0]
     if array.shape != (count,):
         raise IICError(f"{source}: expected {count} labels, got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (array != np.round(array)).any():
             raise IICError(f"{source}: labels must be whole numbers (got dtype {array.dtype}, or NaN/fractional values)")

@@ -24,7 +24,7 @@ from PIL import Image
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, ensure_best_checkpoint, kept_metrics_history,
-                        lightning_interrupts, make_run_dir, new_run_dir)
+                        lightning_interrupts, make_run_dir, new_run_dir, refuse_other_kind)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -405,10 +405,14 @@ def load_module(checkpoint_path: str | Path) -> SegmentationModule:
     path = checkpoint_file(checkpoint_path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch/pickle raise many types for a damaged file
+        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
+    refuse_other_kind(path, checkpoint, "segmentation")
+    try:
         hyper = checkpoint["hyper_parameters"]
         module = SegmentationModule(**hyper)
         module.load_state_dict(checkpoint["state_dict"])
-    except Exception as exc:  # torch/pickle raise many types for a foreign or damaged file
+    except Exception as exc:  # a foreign pickle, or weights of another shape
         raise IICError(f"{path} is not an iic segmentation checkpoint ({exc.__class__.__name__})") from None
     if isinstance(checkpoint.get("history"), list):
         module.history = checkpoint["history"]
