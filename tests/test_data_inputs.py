@@ -194,6 +194,20 @@ def test_a_photo_stored_sideways_is_read_as_shown_except_beside_label_maps(tmp_p
     assert load_image(tmp_path / "phone.jpg", 3, upright=False).shape == (20, 60, 3)
 
 
+def test_a_photo_with_damaged_exif_data_loads_without_a_warning(tmp_path, recwarn):
+    stored = np.zeros((20, 60, 3), np.uint8)
+    stored[:, :10] = 255
+    # An EXIF block whose orientation tag (6) is intact but whose directory is cut short: PIL warns "Corrupt EXIF data".
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00" + b"\x99" * 9
+    Image.fromarray(stored).save(tmp_path / "damaged.jpg", exif=exif, quality=95)
+    with pytest.warns(UserWarning, match="Corrupt EXIF"):
+        Image.open(tmp_path / "damaged.jpg").close()
+    recwarn.clear()
+    assert load_image(tmp_path / "damaged.jpg", 3).shape == (60, 20, 3)
+    assert load_image(tmp_path / "damaged.jpg", 1, upright=False).shape == (20, 60, 1)
+    assert not recwarn.list
+
+
 @pytest.mark.parametrize("array, message", [
     (np.zeros((4, 0, 8), np.uint8), "images have no pixels"),
     (np.zeros((4, 8, 0, 3), np.uint8), "images have no pixels"),

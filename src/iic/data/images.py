@@ -51,6 +51,10 @@ def expand_image_paths(paths: list[str | os.PathLike], recursive: bool = False) 
     return files
 
 
+# PIL reads what it can of damaged EXIF metadata and warns; the pixels are fine, so no warning reaches the user.
+CORRUPT_EXIF = r"(Possibly c|C)orrupt EXIF"
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file, turning PIL's failures into one clear error."""
     path = Path(path)
@@ -59,6 +63,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     try:
         with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", CORRUPT_EXIF, UserWarning)
             with Image.open(path) as image:
                 image.load()
                 return image.copy()
@@ -76,8 +81,8 @@ def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
     False keeps the stored pixels, which label maps drawn on them match."""
     image = open_image(path)
     if upright:
-        with warnings.catch_warnings():  # PIL warns of corrupt EXIF data: then the stored orientation stands
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", CORRUPT_EXIF, UserWarning)
             image = ImageOps.exif_transpose(image)
     if image.mode not in CONVERTIBLE_MODES:
         raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")
