@@ -134,6 +134,30 @@ def test_checkpoints_cover_passes_not_validated(three_digit_npz, tmp_path, eval_
         assert torch.equal(last["state_dict"][name], value), name
 
 
+def test_last_checkpoint_is_saved_after_every_pass_with_that_pass_recorded(three_digit_npz, tmp_path, monkeypatch):
+    from iic.config import ClusterConfig, config_from_dict
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import ClusterModule, fit
+
+    saved = []  # last.ckpt as found at the start of passes 2 and 3, beside the module's state then
+
+    def look(module):
+        if module.current_epoch > 0:
+            last = torch.load(module.trainer.default_root_dir + "/checkpoints/last.ckpt", weights_only=False)
+            saved.append((last, module.global_step, {k: v.clone() for k, v in module.state_dict().items()}))
+
+    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", lambda self: (look(self), self._loss_sums.clear()))
+    config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
+                                              "num_subheads": 2, "epochs": 1, "eval_every": 100,  # never evaluated
+                                              "batch_size": 100, "repeats": 2})
+    fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    assert [step for _, step, _ in saved] == [last["global_step"] for last, _, _ in saved] and len(saved) == 2
+    for last, _, state in saved:
+        for name, value in state.items():
+            assert torch.equal(last["state_dict"][name], value), name
+    assert torch.isfinite(saved[0][0]["state_dict"]["subhead_loss_A"]).all()  # pass 1 trained head A
+
+
 @pytest.mark.parametrize("text, fragment", [
     ("1: 2\n", "unknown config key(s): 1"),
     ("null: 1\n", "unknown config key(s): None"),

@@ -86,6 +86,25 @@ def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_f
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(used[-1])
 
 
+def test_cosine_schedule_reaches_zero_when_head_a_trains_on_more_images_than_head_b(three_digit_npz, tmp_path,
+                                                                                   monkeypatch):
+    """As STL-10, whose head A also sees the unlabelled images: passes of A and B differ in length."""
+    from iic.data.clustering import ClusterData, concat, load_cluster_data
+    from iic.engine import fit
+
+    config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=6, num_subheads=1, epochs=2,
+                           batch_size=100, repeats=2, lr=0.004, lr_schedule="cosine", head_b_first=False)
+    data = load_cluster_data(config)
+    data = ClusterData(concat(*[data.train_b] * 4), data.train_b, data.evaluation, data.channels)
+    used = []
+    original = ClusterModule.scheduled_lr
+    monkeypatch.setattr(ClusterModule, "scheduled_lr", lambda self: used.append(original(self)) or used[-1])
+    module, _ = fit(config, data, tmp_path / "run", enable_progress_bar=False)
+    pass_a, pass_b = len(data.train_a) // 100, len(data.train_b) // 100
+    assert pass_a > 3 * pass_b and len(used) == module.trainer.global_step == 2 * (pass_a + 2 * pass_b)
+    assert used[0] == 0.004 and all(a > b for a, b in zip(used, used[1:])) and used[-1] < 0.004 * 0.01
+
+
 def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path):
     """The checkpoint's optimizer state carries the old lr; the resumed run's settings win."""
     from iic.data.clustering import load_cluster_data

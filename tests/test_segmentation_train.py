@@ -309,3 +309,20 @@ def test_a_run_never_validated_still_has_a_best_checkpoint(tmp_path, capsys):
     assert code == 0, err
     best, last = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("best", "last"))
     assert best["global_step"] == last["global_step"] > 0  # the trained model
+
+
+def test_each_head_reports_its_own_lowest_loss_sub_head(tmp_path):
+    from iic.config import config_to_dict
+    from iic.segmentation.engine import SegmentationModule
+
+    module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6, num_subheads=3, k_a=6)), ["a", "b", "c"])
+    module._subhead_losses = {"A": [torch.tensor([-1.0, -1.2, -3.0])], "B": [torch.tensor([-2.0, -1.0, -1.5])]}
+    module.close_pass()
+    assert int(module.reported_subhead_buffer("A")) == 2 and int(module.reported_subhead_buffer("B")) == 0
+    assert float(module.latest_loss_b) == -2.0
+    # A checkpoint saved before head A had a choice of its own loads, reporting head B's choice for it as it did.
+    module.close_pass()  # nothing new to record: the choices stand
+    assert int(module.best_subhead_a) == 2
+    state = {k: v for k, v in module.state_dict().items() if k != "best_subhead_a"}
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state}, tmp_path / "old.ckpt")
+    assert int(load_module(tmp_path / "old.ckpt").best_subhead_a) == 0

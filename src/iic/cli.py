@@ -6,7 +6,6 @@ import io
 import logging
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,14 @@ from iic.errors import IICError
 def quiet_libraries() -> None:
     """Keep Lightning's banners and deprecation chatter out of the user's terminal; our summary says what matters."""
     import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import: import first, then override)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+
+    from iic.engine import LIGHTNING_LOGGERS, ignore_lightning_chatter
+
+    for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-    warnings.filterwarnings("ignore", message=".*treespec.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    # Every value logged at epoch level is the same on all processes (all-reduced joints and evaluation tables).
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    ignore_lightning_chatter()
 
 
 def percent(value: float) -> str:
@@ -79,33 +75,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config_from_dict(ClusterConfig, overrides, config)
     else:
         config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config, overrides)
-    validate_config(config)
 
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import fit, new_run_dir, predict_probs
-    from iic.plots import plot_clusters, plot_curves
+    from iic.api import run_training
 
-    data = load_cluster_data(config)  # bad data fails here, before anything is written
-    if not args.resume:
-        run_dir = new_run_dir(config.out_dir, config.name, config.preset)
-    banner = (f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
-              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}")
-    started = time.perf_counter()
-    module, results = fit(config, data, run_dir, resume=bool(args.resume), enable_progress_bar=not args.no_progress,
-                          on_start=lambda: print(banner, flush=True))
-    elapsed = time.perf_counter() - started
-    if not module.trainer.is_global_zero:
+    def announce(data, run_dir: Path) -> None:
+        print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
+              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
+
+    run = run_training(config, Path(args.resume) if args.resume else None, resume=bool(args.resume),
+                       progress=not args.no_progress, on_start=announce)
+    if not run.is_main_process:
         return 0
-    sample = data.evaluation.images[:4000]
-    probs = predict_probs(module.cpu(), sample)
-    confidence, clusters = probs.max(dim=1)
-    plot_clusters(sample, clusters, confidence, config.k_b, run_dir / "clusters.png")
-    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-    print(f"\ntrained in {elapsed:.0f} s")
-    print(format_results(results))
+    print(f"\ntrained in {run.seconds:.0f} s")
+    print(format_results(run.results))
     if config.preset in PAPER_ACCURACY and CLUSTER_PRESETS[config.preset].get("dataset") == config.dataset:
         print(f"(paper, {config.preset}: {PAPER_ACCURACY[config.preset]}%)")
-    print(f"run directory: {run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
+    print(f"run directory: {run.run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
     return 0
 
 
@@ -120,57 +105,21 @@ def is_segmentation_config(values: dict[str, Any]) -> bool:
     return bool(unknown) and unknown <= {f.name for f in dataclasses.fields(SegmentConfig)}
 
 
-def validate_config(config) -> None:
-    from iic.config import LR_SCHEDULES, X_CROPS, shared_checks
-
-    checks = shared_checks(config) + [
-        (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
-        (config.repeats >= 1, f"repeats must be at least 1, got {config.repeats}"),
-        (config.num_subheads >= 1, f"num_subheads must be at least 1, got {config.num_subheads}"),
-        (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
-        (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
-        (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
-        (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"),
-        (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
-        (0 <= config.rotation <= 180, f"rotation must be in 0..180 degrees, got {config.rotation}"),
-        (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
-         f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), got {config.refit_subheads}"),
-        (config.refit_epochs >= 1, f"refit_epochs must be at least 1, got {config.refit_epochs}"),
-        (config.channels in (1, 3), f"channels must be 1 or 3, got {config.channels}"),
-        (0 < config.crop_size <= config.image_size, f"crop_size must be in 1..image_size ({config.image_size}), got {config.crop_size}"),
-        (0 < config.eval_crop_size <= config.image_size, f"eval_crop_size must be in 1..image_size ({config.image_size}), got {config.eval_crop_size}"),
-        (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
-         f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
-        (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
-        (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {config.x_crop!r}"),
-        (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
-        (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise IICError(message)
-
-
 # --- iic evaluate ---------------------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from iic.data.clustering import load_cluster_data
+    from iic.api import load
     from iic.data.images import check_writable
-    from iic.engine import evaluate, load_module, write_yaml
+    from iic.engine import write_yaml
 
-    module, ckpt = load_module(args.run)
-    config = module.config
-    changes = {k: v for k, v in (("dataset", args.dataset), ("data_path", args.data_path), ("protocol", args.protocol),
-                                 ("download", args.download)) if v}
-    # This machine's accelerator, not the one the model was trained on.
-    config = dataclasses.replace(config, **changes, accelerator="cpu" if args.cpu else "auto")
+    model = load(args.run)
     if args.out is not None:
         check_writable(args.out)
-    data = load_cluster_data(config)
-    results = evaluate(module, data.evaluation, config)
-    print(f"iic evaluate: {ckpt} on {config.dataset} ({len(data.evaluation)} images, protocol {config.protocol})")
+    # This machine's accelerator, not the one the model was trained on.
+    results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download,
+                             accelerator="cpu" if args.cpu else "auto")
+    dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
+    print(f"iic evaluate: {model.path} on {dataset} ({sum(results['B']['cluster_sizes'])} images, protocol {protocol})")
     print(format_results(results))
     if args.out is not None:
         write_yaml(Path(args.out), results)
@@ -181,19 +130,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # --- iic predict ----------------------------------------------------------------------------------------
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from iic.data.clustering import images_from_array
-    from iic.data.images import atomic_write_bytes, check_writable, expand_image_paths, load_image
-    from iic.engine import load_module, predict_probs
+    from iic.api import load
+    from iic.data.images import atomic_write_bytes, check_writable, expand_image_paths
 
-    module, _ = load_module(args.checkpoint)
+    model = load(args.checkpoint)
     check_writable(args.out)
     files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
-    size = module.config.image_size
-    images = images_from_array(np.stack([load_image(f, module.channels, (size, size)) for f in files]), "images")
-    probs = predict_probs(module, images, head=args.head)
+    probs = model.predict_proba(files, head=args.head)
     confidence, clusters = probs.max(dim=1)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

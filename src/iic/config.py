@@ -36,7 +36,7 @@ class ClusterConfig:
     input_size: int = 16  # network input
     crop_size: int = 14  # crop for x, then resized to input_size
     x_crop: str = "random"  # random | centre | centre_half (centre or random, 50/50: the authors' MNIST)
-    x_per_pair: bool = False  # each of an image's r pairs gets its own x (r× the x work); else one x per image, as the authors
+    x_per_pair: bool = False  # each of an image's r pairs gets its own x (r× the x work); else one x per image, as the authors do
     tf_crop_sizes: tuple[int, int] = (10, 16)  # side range of g(x)'s random crop of the original image
     flip: bool = False  # g(x) flipped left-right half the time
     rotation: float = 15.0  # degrees, ± for g(x)
@@ -203,6 +203,36 @@ def shared_checks(config: Any) -> list[tuple[bool, str]]:
         (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
         (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
     ]
+
+
+def validate_cluster_config(config: ClusterConfig) -> None:
+    """One clear error for the first setting out of range."""
+    checks = shared_checks(config) + [
+        (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
+        (config.repeats >= 1, f"repeats must be at least 1, got {config.repeats}"),
+        (config.num_subheads >= 1, f"num_subheads must be at least 1, got {config.num_subheads}"),
+        (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
+        (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
+        (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
+        (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"),
+        (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
+        (0 <= config.rotation <= 180, f"rotation must be in 0..180 degrees, got {config.rotation}"),
+        (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
+         f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), got {config.refit_subheads}"),
+        (config.refit_epochs >= 1, f"refit_epochs must be at least 1, got {config.refit_epochs}"),
+        (config.channels in (1, 3), f"channels must be 1 or 3, got {config.channels}"),
+        (0 < config.crop_size <= config.image_size, f"crop_size must be in 1..image_size ({config.image_size}), got {config.crop_size}"),
+        (0 < config.eval_crop_size <= config.image_size, f"eval_crop_size must be in 1..image_size ({config.image_size}), got {config.eval_crop_size}"),
+        (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
+         f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
+        (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
+        (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {config.x_crop!r}"),
+        (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
+        (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise IICError(message)
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 import csv
 import io
+import logging
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -89,7 +91,10 @@ class ClusterModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.config.lr)
 
     def on_train_start(self) -> None:
-        self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        # Passes of head A and head B can differ in length (STL-10's head A also sees the unlabelled images), so the
+        # run's steps are counted per pass; Lightning's estimate multiplies the first pass's length.
+        batches = {head: len(self.trainer.datamodule.head_dataloader(head)) for head in set(self.schedule)}
+        self._total_steps = max(self.config.epochs * sum(batches[head] for head in self.schedule), 1)
 
     def scheduled_lr(self) -> float:
         """The lr of the current step: ``lr``, or with ``lr_schedule: cosine`` its cosine decay to 0 over all of the
@@ -312,12 +317,14 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
     except ImportError:
         pass
     # Two callbacks: Lightning's save_last refreshes last.ckpt only when the monitored loss improves,
-    # so an unmonitored one keeps last.ckpt the latest model (what --resume and `iic evaluate RUN` read).
+    # so an unmonitored one keeps last.ckpt the latest model (what --resume and `iic evaluate RUN` read),
+    # saved after every pass whether or not it is evaluated (after the module's on_train_epoch_end: Lightning runs
+    # checkpoint callbacks last).
     callbacks: list = [
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss", mode="min",
                         save_top_k=1, auto_insert_metric_name=False),
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
-                        enable_version_counter=False),
+                        enable_version_counter=False, save_on_train_epoch_end=True),
     ]
     if config.max_minutes > 0:
         callbacks.append(SessionTimer(duration=timedelta(minutes=config.max_minutes), interval="step"))
@@ -423,6 +430,35 @@ def lightning_interrupts(trainer: L.Trainer):
         raise
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+
+def ignore_lightning_chatter() -> None:
+    """Warning filters for Lightning's warnings about things these runs do on purpose."""
+    for message in (".*does not have many workers.*", ".*Experiment logs directory.*", ".*treespec.*",
+                    ".*Checkpoint directory.*exists and is not empty.*", ".*smaller than the logging interval.*",
+                    # Every value logged at epoch level is the same on all processes (all-reduced joints and tables).
+                    ".*when logging on epoch level in distributed setting.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+@contextmanager
+def lightning_quieted():
+    """Within: Lightning's banners ("GPU available", tips) and its warnings about what these runs do on purpose are
+    not shown; the caller's logging levels and warning filters are restored after."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        ignore_lightning_chatter()
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
 COMMANDS_FOR = {"clustering": "`iic evaluate`, `iic predict` or `iic train --resume`",
                 "segmentation": "`iic segment evaluate`, `iic segment predict` or `iic segment train --resume`"}
 
@@ -506,8 +542,8 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
         if config.refit_subheads:
             refit_head_b(module, datamodule, enable_progress_bar)
         trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
-    # Validation (and so the last checkpoint) can skip the final passes (eval_every > 1, or max_minutes
-    # stopping mid-pass): last.ckpt is written again so that it always holds the final model.
+    # A run stopped mid-pass (max_minutes) and the re-fit leave a model that no pass's checkpoint holds:
+    # last.ckpt is written again so that it always holds the final model.
     trainer.save_checkpoint(last)
     results = module.last_results
     if trainer.is_global_zero:

@@ -98,7 +98,8 @@ class SegmentationModule(L.LightningModule):
         self.head_names = ["A", "B"] if c.k_a > 0 else ["B"]
         # Filled by evaluation, saved with checkpoints so that predictions can use class ids.
         self.register_buffer("cluster_to_class", torch.full((c.k_b,), -1, dtype=torch.long))
-        self.register_buffer("best_subhead", torch.zeros((), dtype=torch.long))
+        self.register_buffer("best_subhead", torch.zeros((), dtype=torch.long))  # head B's
+        self.register_buffer("best_subhead_a", torch.zeros((), dtype=torch.long))
         self.register_buffer("latest_loss_b", torch.tensor(math.inf))
         num_classes = max(1, len(self.class_names))
         self.tables = torch.nn.ModuleDict({
@@ -107,7 +108,7 @@ class SegmentationModule(L.LightningModule):
         })
         self.history: list[dict] = []
         self.scores: dict[str, SegmentationScores] = {}
-        self._subhead_losses: list[torch.Tensor] = []
+        self._subhead_losses: dict[str, list[torch.Tensor]] = {}
 
     # -- schedule
     def head_for_pass(self, index: int) -> str:
@@ -153,8 +154,7 @@ class SegmentationModule(L.LightningModule):
         optimiser.zero_grad()
         self.manual_backward(losses.mean())
         optimiser.step()
-        if head == "B":
-            self._subhead_losses.append(losses.detach())
+        self._subhead_losses.setdefault(head, []).append(losses.detach())
         rate = x.shape[0] / max(time.perf_counter() - start, 1e-9)
         loss = losses.mean().detach()
         self.log(f"train/loss_{head}", loss, on_step=True, on_epoch=True, prog_bar=False)
@@ -166,18 +166,26 @@ class SegmentationModule(L.LightningModule):
         self.close_pass()
 
     def close_pass(self) -> None:
-        """Head B's per-sub-head mean loss over the pass just trained -> the reported sub-head and val/loss."""
-        if self._subhead_losses:
-            mean_losses = torch.stack(self._subhead_losses).mean(0)
-            self.best_subhead.fill_(int(mean_losses.argmin()))  # the label-free choice of the reported sub-head
-            self.latest_loss_b.fill_(float(mean_losses.min()))
-            self._subhead_losses.clear()
+        """The trained head's per-sub-head mean loss over the pass just trained -> its reported sub-head (the
+        label-free choice) and, for head B, val/loss."""
+        for head, losses in self._subhead_losses.items():
+            mean_losses = torch.stack(losses).mean(0)
+            self.reported_subhead_buffer(head).fill_(int(mean_losses.argmin()))
+            if head == "B":
+                self.latest_loss_b.fill_(float(mean_losses.min()))
+        self._subhead_losses.clear()
+
+    def reported_subhead_buffer(self, head: str) -> torch.Tensor:
+        return self.best_subhead if head == "B" else self.best_subhead_a
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["history"] = self.history
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("history", []))
+        # Checkpoints from before head A had its own choice of sub-head reported head B's choice for it.
+        state = checkpoint["state_dict"]
+        state.setdefault("best_subhead_a", state.get("best_subhead", torch.zeros((), dtype=torch.long)).clone())
 
     # -- evaluation
     def update_tables(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -190,7 +198,7 @@ class SegmentationModule(L.LightningModule):
         for head in self.head_names:
             tables = self.tables[head].compute().cpu().numpy()
             self.tables[head].reset()
-            subhead = int(self.best_subhead)
+            subhead = int(self.reported_subhead_buffer(head))
             if tables[subhead].sum() == 0:
                 continue
             scores = segmentation_scores(tables[subhead])
@@ -411,11 +419,10 @@ def load_module(checkpoint_path: str | Path) -> SegmentationModule:
     try:
         hyper = checkpoint["hyper_parameters"]
         module = SegmentationModule(**hyper)
+        module.on_load_checkpoint(checkpoint)
         module.load_state_dict(checkpoint["state_dict"])
     except Exception as exc:  # a foreign pickle, or weights of another shape
         raise IICError(f"{path} is not an iic segmentation checkpoint ({exc.__class__.__name__})") from None
-    if isinstance(checkpoint.get("history"), list):
-        module.history = checkpoint["history"]
     return module.eval()
 
 

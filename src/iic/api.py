@@ -1,0 +1,145 @@
+"""The Python interface: train a clustering model, load a trained one, cluster new images and evaluate it.
+
+    import iic
+    run = iic.train(epochs=2)                          # the embedded digits; any preset, YAML file or setting
+    model = iic.load(run.run_dir)                      # or a .ckpt file
+    clusters = model.predict(images)                   # an N×H×W(×C) array or tensor, image files or a folder
+    results = model.evaluate(dataset="mnist", data_path="~/data")
+
+The ``iic`` command is a thin layer over these functions.
+"""
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, resolve_config, validate_cluster_config
+from iic.data.clustering import (ClusterData, images_from_array, load_cluster_data, match_channels,
+                                 resize_images)
+from iic.data.images import expand_image_paths, load_image
+
+# iic.engine (Lightning) is imported where it is used, so that `import iic` stays light for the losses alone.
+ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
+
+
+class ClusterModel:
+    """A trained IIC clustering model (``iic.load`` or ``iic.train(...).model``). Its reported sub-head is the one
+    with the lowest training loss, chosen without labels."""
+
+    def __init__(self, module, path: Path | None = None):
+        self.module = module
+        self.path = path  # the checkpoint it was loaded from
+
+    @property
+    def config(self) -> ClusterConfig:
+        return self.module.config
+
+    def images(self, images: ImagesLike) -> torch.Tensor:
+        """``images`` as the model takes them: uint8 N × C × H × W at its channels and image size.
+
+        Arrays may be N×H×W, N×H×W×C or N×C×H×W (torch tensors: N×C×H×W or N×H×W), uint8 or floats in [0, 1] or
+        [0, 255]; paths may name image files or folders (searched with their sub-folders)."""
+        size, channels = self.config.image_size, self.module.channels
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
+        if isinstance(images, Sequence) and images and all(isinstance(p, (str, os.PathLike)) for p in images):
+            files = expand_image_paths(images, recursive=True)
+            return images_from_array(np.stack([load_image(f, channels, (size, size)) for f in files]), "images")
+        if isinstance(images, torch.Tensor):
+            array = images_from_array(images.detach().cpu().numpy(), "images", channels_last=False)
+        else:
+            array = images_from_array(images, "images")
+        return resize_images(match_channels(array, channels), size)
+
+    def predict_proba(self, images: ImagesLike, head: str = "B") -> torch.Tensor:
+        """Cluster probabilities, N × k, of the head's reported sub-head (on the CPU)."""
+        from iic.engine import predict_probs
+
+        return predict_probs(self.module, self.images(images), head=head)
+
+    def predict(self, images: ImagesLike, head: str = "B") -> torch.Tensor:
+        """The cluster id of each image (int64, N) by the head's reported sub-head."""
+        return self.predict_proba(images, head).argmax(dim=1)
+
+    def evaluate(self, dataset: str | None = None, data_path: str | None = None, protocol: str | None = None,
+                 download: bool = False, accelerator: str = "auto") -> dict[str, Any]:
+        """Scores of every head and sub-head (ACC, NMI, ARI; losses and cluster sizes without labels) on the data it
+        was trained on, or on another dataset (greyscale and RGB are converted to what the model takes)."""
+        from iic.engine import evaluate, lightning_quieted
+
+        changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
+                                     ("download", download)) if v}
+        config = dataclasses.replace(self.config, **changes, accelerator=accelerator)
+        data = load_cluster_data(config)
+        with lightning_quieted():
+            return evaluate(self.module, data.evaluation, config)
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path  # config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png
+    results: dict[str, Any]  # per head: reported (lowest-loss) sub-head's scores, best by labels, losses, sizes
+    model: ClusterModel
+    seconds: float  # training and final evaluation, wall clock
+    is_main_process: bool = True  # False in the other processes of a multi-process run, which write nothing
+
+
+def load(path: str | os.PathLike) -> ClusterModel:
+    """A trained model from a checkpoint file or a run directory (its last checkpoint)."""
+    from iic.engine import load_module
+
+    return ClusterModel(*load_module(path))
+
+
+def train(config: ClusterConfig | str | os.PathLike | None = None, *, preset: str | None = None,
+          progress: bool = True, **settings: Any) -> TrainedRun:
+    """Train a clustering model in a new run directory under ``out_dir`` and evaluate it.
+
+    ``config``: a ClusterConfig, or a YAML file of settings; else ``preset`` (default ``digits``, the embedded
+    data). ``settings`` are config fields (``epochs=2``, ``dataset="npz"``, ``data_path=…``) applied last."""
+    if isinstance(config, ClusterConfig):
+        config = config_from_dict(ClusterConfig, {**settings, **({"preset": preset} if preset else {})}, config)
+    else:
+        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, preset, None if config is None else str(config),
+                                settings)
+    return run_training(config, progress=progress)
+
+
+def run_training(config: ClusterConfig, run_dir: Path | None = None, resume: bool = False, progress: bool = True,
+                 on_start: Callable[[ClusterData, Path], None] | None = None) -> TrainedRun:
+    """Check ``config`` and the data, train (or resume ``run_dir``), evaluate, and draw the run's pictures.
+
+    Nothing is written before every check has passed; ``on_start(data, run_dir)`` is called then, in the main
+    process, just before training."""
+    from iic.engine import fit, lightning_quieted, new_run_dir
+
+    validate_cluster_config(config)
+    data = load_cluster_data(config)
+    if run_dir is None:
+        run_dir = new_run_dir(config.out_dir, config.name, config.preset)
+    started = time.perf_counter()
+    with lightning_quieted():
+        module, results = fit(config, data, run_dir, resume=resume, enable_progress_bar=progress,
+                              on_start=None if on_start is None else lambda: on_start(data, run_dir))
+    seconds = time.perf_counter() - started
+    main = module.trainer.is_global_zero
+    if main:
+        draw_pictures(ClusterModel(module.cpu()), data, run_dir)
+    return TrainedRun(run_dir, results, ClusterModel(module), seconds, main)
+
+
+def draw_pictures(model: ClusterModel, data: ClusterData, run_dir: Path, sample: int = 4000) -> None:
+    """clusters.png (the most confident images of each cluster of head B) and curves.png (losses, accuracy)."""
+    from iic.plots import plot_clusters, plot_curves
+
+    images = data.evaluation.images[:sample]
+    confidence, clusters = model.predict_proba(images).max(dim=1)
+    plot_clusters(images, clusters, confidence, model.config.k_b, run_dir / "clusters.png")
+    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")

@@ -1,0 +1,80 @@
+"""The Python interface: iic.train, iic.load, and a model's predict/evaluate on arrays, tensors and files."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import iic
+from iic.errors import IICError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, three_digit_npz):
+    return iic.train(dataset="npz", data_path=str(three_digit_npz), out_dir=str(tmp_path_factory.mktemp("runs")),
+                     name="api", k_b=3, k_a=6, num_subheads=2, epochs=4, batch_size=100, repeats=3, lr=0.004,
+                     progress=False)
+
+
+@pytest.fixture(scope="module")
+def test_images(three_digit_npz) -> np.ndarray:
+    return np.load(three_digit_npz)["x_test"][:8]  # uint8, 8 × 16 × 16
+
+
+def test_train_writes_a_run_directory_and_returns_what_it_holds(run):
+    for name in ("config.yaml", "metrics.csv", "results.yaml", "clusters.png", "curves.png",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (run.run_dir / name).is_file(), name
+    assert run.run_dir.name == "api" and run.seconds > 0 and run.is_main_process
+    saved = yaml.safe_load((run.run_dir / "results.yaml").read_text())
+    assert saved["B"]["reported"] == pytest.approx(run.results["B"]["reported"])
+    assert run.results["B"]["reported"]["acc"] > 0.8  # three digit classes: chance is about 1/3
+    assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["epochs"] == 4 == run.model.config.epochs
+
+
+def test_predict_takes_arrays_tensors_and_image_files_alike(run, test_images, tmp_path):
+    model = run.model
+    clusters = model.predict(test_images)
+    probabilities = model.predict_proba(test_images)
+    assert clusters.dtype == torch.int64 and clusters.shape == (8,) and probabilities.shape == (8, 3)
+    assert torch.allclose(probabilities.sum(1), torch.ones(8)) and torch.equal(probabilities.argmax(1), clusters)
+    assert clusters.unique().numel() > 1
+    same = [test_images / 255.0,                              # floats in [0, 1]
+            test_images[..., None],                           # N × H × W × 1
+            np.repeat(test_images[..., None], 3, axis=3),     # RGB, converted to the model's greyscale
+            torch.from_numpy(test_images)[:, None]]           # a tensor, N × C × H × W
+    for images in same:
+        assert torch.allclose(model.predict_proba(images), probabilities, atol=1e-6)
+    for i, image in enumerate(test_images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    assert torch.equal(model.predict(tmp_path), clusters)
+    assert torch.equal(model.predict([str(tmp_path / f"{i}.png") for i in range(8)]), clusters)
+
+
+def test_load_gives_back_the_trained_model(run, test_images):
+    model = iic.load(run.run_dir)
+    assert model.path == run.run_dir / "checkpoints" / "last.ckpt"
+    assert torch.allclose(model.predict_proba(test_images), run.model.predict_proba(test_images), atol=1e-6)
+    results = model.evaluate(accelerator="cpu")
+    assert results["B"]["reported"]["acc"] == pytest.approx(run.results["B"]["reported"]["acc"])
+    arrays = np.load(run.model.config.data_path)
+    assert sum(results["B"]["cluster_sizes"]) == len(arrays["y_train"]) + len(arrays["y_test"])  # the iic protocol
+
+
+def test_bad_input_is_one_clear_error_before_anything_is_written(run, tmp_path):
+    out = str(tmp_path / "runs")
+    (tmp_path / "bad.yaml").write_text("k_b: 1\n")
+    for call in (lambda: iic.train(k_b=1, out_dir=out), lambda: iic.train(iic.ClusterConfig(k_b=1), out_dir=out),
+                 lambda: iic.train(tmp_path / "bad.yaml", out_dir=out)):
+        with pytest.raises(IICError, match="k_b must be at least 2, got 1"):
+            call()
+    with pytest.raises(IICError, match="unknown config key"):
+        iic.train(no_such_setting=1, out_dir=out)
+    with pytest.raises(IICError, match="expected images shaped"):
+        run.model.predict(np.zeros((2, 2, 2, 2, 2), np.uint8))
+    with pytest.raises(IICError, match="NaN"):
+        run.model.predict(np.full((2, 16, 16), np.nan))
+    with pytest.raises(IICError, match="no such checkpoint"):
+        iic.load(tmp_path / "nothing")
+    assert not (tmp_path / "runs").exists()
