@@ -27,6 +27,7 @@ def test_train_writes_a_run_directory_and_returns_what_it_holds(run):
                  "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
         assert (run.run_dir / name).is_file(), name
     assert run.run_dir.name == "api" and run.seconds > 0 and run.is_main_process
+    assert run.model.path == run.run_dir / "checkpoints" / "last.ckpt"
     saved = yaml.safe_load((run.run_dir / "results.yaml").read_text())
     assert saved["B"]["reported"] == pytest.approx(run.results["B"]["reported"])
     assert run.results["B"]["reported"]["acc"] > 0.8  # three digit classes: chance is about 1/3
@@ -77,4 +78,25 @@ def test_bad_input_is_one_clear_error_before_anything_is_written(run, tmp_path):
         run.model.predict(np.full((2, 16, 16), np.nan))
     with pytest.raises(IICError, match="no such checkpoint"):
         iic.load(tmp_path / "nothing")
+    with pytest.raises(IICError, match="a ClusterConfig or a preset, not both"):
+        iic.train(iic.ClusterConfig(), preset="mnist", out_dir=out)
+    with pytest.raises(IICError, match=r"reads as one H×W×C image, not a batch of 16 images: give a batch"):
+        run.model.predict(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(IICError, match="images of different shapes"):
+        run.model.predict([np.zeros((16, 16)), np.zeros((8, 8))])
+    with pytest.raises(IICError, match="unknown head 'C': use A or B"):
+        run.model.predict(np.zeros((2, 16, 16)), head="C")
     assert not (tmp_path / "runs").exists()
+
+
+def test_paths_from_python_may_start_with_the_home_folder(run, test_images, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "new").mkdir()
+    for i, image in enumerate(test_images):
+        Image.fromarray(image).save(tmp_path / "new" / f"{i}.png")
+    assert torch.equal(run.model.predict("~/new"), run.model.predict(test_images))
+    (tmp_path / "copy.npz").write_bytes(open(run.model.config.data_path, "rb").read())
+    assert run.model.evaluate(data_path="~/copy.npz", accelerator="cpu")["B"]["reported"]["acc"] == pytest.approx(
+        run.results["B"]["reported"]["acc"])
+    monkeypatch.setenv("HOME", str(run.run_dir.parent))
+    assert iic.load("~/api").path == run.run_dir / "checkpoints" / "last.ckpt"

@@ -105,6 +105,25 @@ def test_cosine_schedule_reaches_zero_when_head_a_trains_on_more_images_than_hea
     assert used[0] == 0.004 and all(a > b for a, b in zip(used, used[1:])) and used[-1] < 0.004 * 0.01
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_steps_per_pass_are_counted_as_each_process_takes_its_share(three_digit_npz, world_size):
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    from iic.data.clustering import load_cluster_data
+    from iic.engine import ClusterDataModule
+
+    datamodule = ClusterDataModule(ClusterConfig(dataset="npz", data_path=str(three_digit_npz), batch_size=60),
+                                   load_cluster_data(ClusterConfig(dataset="npz", data_path=str(three_digit_npz))))
+    datamodule.trainer = SimpleNamespace(world_size=world_size)
+    loader = datamodule.head_dataloader("B")
+    sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=world_size - 1)  # as Lightning's
+    as_lightning_runs_it = torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                                                       drop_last=True)
+    assert datamodule.batches_per_pass("B") == len(as_lightning_runs_it) == math.ceil(len(loader.dataset) / world_size) // 60
+
+
 def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path):
     """The checkpoint's optimizer state carries the old lr; the resumed run's settings win."""
     from iic.data.clustering import load_cluster_data

@@ -313,6 +313,7 @@ def test_a_run_never_validated_still_has_a_best_checkpoint(tmp_path, capsys):
 
 def test_each_head_reports_its_own_lowest_loss_sub_head(tmp_path):
     from iic.config import config_to_dict
+    from iic.engine import check_resumable
     from iic.segmentation.engine import SegmentationModule
 
     module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6, num_subheads=3, k_a=6)), ["a", "b", "c"])
@@ -320,9 +321,20 @@ def test_each_head_reports_its_own_lowest_loss_sub_head(tmp_path):
     module.close_pass()
     assert int(module.reported_subhead_buffer("A")) == 2 and int(module.reported_subhead_buffer("B")) == 0
     assert float(module.latest_loss_b) == -2.0
-    # A checkpoint saved before head A had a choice of its own loads, reporting head B's choice for it as it did.
     module.close_pass()  # nothing new to record: the choices stand
     assert int(module.best_subhead_a) == 2
+    # Scores are of each head's own choice: head A's sub-head 2 is right on every pixel, its sub-heads 0 and 1 wrong.
+    labels = torch.tensor([[0, 1], [2, 0]])
+    wrong = torch.tensor([[0, 0], [0, 0]])
+    module.tables["A"].update(torch.stack([wrong, wrong, labels])[:, None], labels[None])
+    module.tables["B"].update(torch.stack([labels, wrong, wrong])[:, None], labels[None])
+    scores = module.finish_evaluation()
+    assert scores["A"].pixel_acc == 1.0 and scores["B"].pixel_acc == 1.0
+    # A checkpoint saved before head A had a choice of its own loads (and resumes), reporting head B's choice for
+    # head A as it did.
     state = {k: v for k, v in module.state_dict().items() if k != "best_subhead_a"}
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state}, tmp_path / "old.ckpt")
-    assert int(load_module(tmp_path / "old.ckpt").best_subhead_a) == 0
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state, "global_step": 4, "epoch": 1},
+               tmp_path / "old.ckpt")
+    assert int(load_module(tmp_path / "old.ckpt").best_subhead_a) == int(module.best_subhead) == 0
+    fresh = SegmentationModule(**module.hparams)
+    assert check_resumable(fresh, tmp_path / "old.ckpt", max_passes=10) == 4 and int(fresh.best_subhead_a) == 0

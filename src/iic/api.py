@@ -24,6 +24,7 @@ from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, resolve
 from iic.data.clustering import (ClusterData, images_from_array, load_cluster_data, match_channels,
                                  resize_images)
 from iic.data.images import expand_image_paths, load_image
+from iic.errors import IICError
 
 # iic.engine (Lightning) is imported where it is used, so that `import iic` stays light for the losses alone.
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
@@ -55,6 +56,13 @@ class ClusterModel:
         if isinstance(images, torch.Tensor):
             array = images_from_array(images.detach().cpu().numpy(), "images", channels_last=False)
         else:
+            try:
+                images = np.asarray(images)
+            except ValueError:  # a list of arrays of different shapes
+                raise IICError("images of different shapes: give one array, or image files") from None
+            if images.ndim == 3 and images.shape[-1] in (1, 3):
+                raise IICError(f"an array shaped {images.shape} reads as one H×W×C image, not a batch of "
+                               f"{images.shape[0]} images: give a batch, e.g. image[None]")
             array = images_from_array(images, "images")
         return resize_images(match_channels(array, channels), size)
 
@@ -69,13 +77,14 @@ class ClusterModel:
         return self.predict_proba(images, head).argmax(dim=1)
 
     def evaluate(self, dataset: str | None = None, data_path: str | None = None, protocol: str | None = None,
-                 download: bool = False, accelerator: str = "auto") -> dict[str, Any]:
+                 download: bool | None = None, accelerator: str = "auto") -> dict[str, Any]:
         """Scores of every head and sub-head (ACC, NMI, ARI; losses and cluster sizes without labels) on the data it
-        was trained on, or on another dataset (greyscale and RGB are converted to what the model takes)."""
+        was trained on, or on another dataset (greyscale and RGB are converted to what the model takes).
+        Arguments left at None keep the training run's settings."""
         from iic.engine import evaluate, lightning_quieted
 
         changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
-                                     ("download", download)) if v}
+                                     ("download", download)) if v is not None}
         config = dataclasses.replace(self.config, **changes, accelerator=accelerator)
         data = load_cluster_data(config)
         with lightning_quieted():
@@ -105,7 +114,9 @@ def train(config: ClusterConfig | str | os.PathLike | None = None, *, preset: st
     ``config``: a ClusterConfig, or a YAML file of settings; else ``preset`` (default ``digits``, the embedded
     data). ``settings`` are config fields (``epochs=2``, ``dataset="npz"``, ``data_path=…``) applied last."""
     if isinstance(config, ClusterConfig):
-        config = config_from_dict(ClusterConfig, {**settings, **({"preset": preset} if preset else {})}, config)
+        if preset is not None:
+            raise IICError("give a ClusterConfig or a preset, not both: a ClusterConfig holds every setting already")
+        config = config_from_dict(ClusterConfig, settings, config)
     else:
         config = resolve_config(ClusterConfig, CLUSTER_PRESETS, preset, None if config is None else str(config),
                                 settings)
@@ -130,9 +141,11 @@ def run_training(config: ClusterConfig, run_dir: Path | None = None, resume: boo
                               on_start=None if on_start is None else lambda: on_start(data, run_dir))
     seconds = time.perf_counter() - started
     main = module.trainer.is_global_zero
+    module.trainer = None  # which holds the training data
+    model = ClusterModel(module.cpu().eval(), run_dir / "checkpoints" / "last.ckpt")
     if main:
-        draw_pictures(ClusterModel(module.cpu()), data, run_dir)
-    return TrainedRun(run_dir, results, ClusterModel(module), seconds, main)
+        draw_pictures(model, data, run_dir)
+    return TrainedRun(run_dir, results, model, seconds, main)
 
 
 def draw_pictures(model: ClusterModel, data: ClusterData, run_dir: Path, sample: int = 4000) -> None:

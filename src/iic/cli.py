@@ -116,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out)
     # This machine's accelerator, not the one the model was trained on.
-    results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download,
+    results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
                              accelerator="cpu" if args.cpu else "auto")
     dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
     print(f"iic evaluate: {model.path} on {dataset} ({sum(results['B']['cluster_sizes'])} images, protocol {protocol})")

@@ -93,7 +93,7 @@ class ClusterModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Passes of head A and head B can differ in length (STL-10's head A also sees the unlabelled images), so the
         # run's steps are counted per pass; Lightning's estimate multiplies the first pass's length.
-        batches = {head: len(self.trainer.datamodule.head_dataloader(head)) for head in set(self.schedule)}
+        batches = {head: self.trainer.datamodule.batches_per_pass(head) for head in set(self.schedule)}
         self._total_steps = max(self.config.epochs * sum(batches[head] for head in self.schedule), 1)
 
     def scheduled_lr(self) -> float:
@@ -228,12 +228,22 @@ class ClusterDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.head_dataloader(self.module.current_head() if self.module is not None else "B")
 
+    def head_images(self, head: str) -> torch.Tensor:
+        return (self.data.train_a if head == "A" else self.data.train_b).images
+
+    def world_size(self) -> int:
+        return self.trainer.world_size if self.trainer else 1
+
+    def head_batch_size(self, head: str) -> int:
+        return min(self.config.batch_size, len(self.head_images(head)) // self.world_size())  # a process's share at most
+
+    def batches_per_pass(self, head: str) -> int:
+        """A process's steps in a pass of ``head``: Lightning's distributed sampler gives each ceil(N / world size)."""
+        return math.ceil(len(self.head_images(head)) / self.world_size()) // self.head_batch_size(head)
+
     def head_dataloader(self, head: str) -> DataLoader:
-        images = (self.data.train_a if head == "A" else self.data.train_b).images
-        world_size = self.trainer.world_size if self.trainer else 1
-        batch = min(self.config.batch_size, len(images) // world_size)  # under DDP each process gets its share
-        return DataLoader(TensorDataset(images), batch_size=batch, shuffle=True, drop_last=True,
-                          num_workers=self.config.num_workers, persistent_workers=False)
+        return DataLoader(TensorDataset(self.head_images(head)), batch_size=self.head_batch_size(head), shuffle=True,
+                          drop_last=True, num_workers=self.config.num_workers, persistent_workers=False)
 
     def val_dataloader(self) -> DataLoader:
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
@@ -480,19 +490,40 @@ def refuse_other_kind(path: Path, checkpoint: Any, expected: str) -> None:
         raise IICError(f"{path} is an iic {kind} checkpoint, not a {expected} one: use {COMMANDS_FOR[kind]}")
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """A checkpoint file, given itself or its run directory (then its last checkpoint)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise IICError(f"no such checkpoint: {path}")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], Path]:
+    """The saved dictionary of a ``kind`` ('clustering' or 'segmentation') checkpoint file or run directory, and
+    the file's path; one clear error for a missing or damaged file, or one of the other task."""
+    path = checkpoint_file(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch/pickle raise many types for a damaged file
+        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(checkpoint, dict):
+        raise IICError(f"{path} is not an iic {kind} checkpoint (it holds a {type(checkpoint).__name__})")
+    refuse_other_kind(path, checkpoint, kind)
+    return checkpoint, path
+
+
 def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int) -> int:
     """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config
     builds, or it is past the passes the settings allow; else return the checkpoint's global step."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch/pickle raise many types for a damaged file
-        raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
-    refuse_other_kind(checkpoint, saved, checkpoint_kind(dict(module.hparams)))
+    saved, _ = read_checkpoint(checkpoint, checkpoint_kind(dict(module.hparams)))
     try:
         state, step, passes = saved["state_dict"], int(saved["global_step"]), int(saved["epoch"])
     except Exception as exc:  # a pickle of something else
-        raise IICError(f"cannot resume: {checkpoint} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
+        raise IICError(f"cannot resume: {checkpoint} is not an iic checkpoint ({exc.__class__.__name__})") from None
     try:
+        module.on_load_checkpoint(saved)  # as Lightning does before loading the weights: older checkpoints adapted
         module.load_state_dict(state)
     except (RuntimeError, KeyError) as exc:  # e.g. another k_b or other widths given as flags
         raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
@@ -553,21 +584,14 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
 
 def load_module(path: str | os.PathLike) -> tuple[ClusterModule, Path]:
     """A trained module from a checkpoint file or a run directory (its last checkpoint)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise IICError(f"no such checkpoint: {path}")
+    checkpoint, path = read_checkpoint(path, "clustering")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch/pickle raise many types for a damaged file
-        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
-    refuse_other_kind(path, checkpoint, "clustering")
-    try:
-        module = ClusterModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+        module = ClusterModule(**checkpoint["hyper_parameters"])
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"])
     except IICError:
         raise
-    except Exception as exc:  # Lightning raises many types for a foreign checkpoint
+    except Exception as exc:  # a foreign pickle, or weights of another shape
         raise IICError(f"{path} is not an iic clustering checkpoint, or does not match the model its config describes "
                        f"({exc.__class__.__name__})") from None
     module.eval()
@@ -579,6 +603,8 @@ def predict_probs(module: ClusterModule, images: torch.Tensor, head: str = "B", 
     """Cluster probabilities (n × k) of the head's reported (lowest-loss) sub-head for uint8 images."""
     if head == "A" and module.config.k_a == 0:
         raise IICError("this model has no head A (it was trained with k_a = 0)")
+    if head not in module.net.head_names:
+        raise IICError(f"unknown head {head!r}: use {' or '.join(sorted(module.net.head_names))}")
     module.eval()
     subhead = module.reported_subhead(head)
     device = next(module.parameters()).device

@@ -4,6 +4,8 @@ Sources: scikit-learn's bundled digits (the embedded default), MNIST, CIFAR-10, 
 superclasses and STL-10 through torchvision, ``.npz`` arrays, and folders of images.
 """
 
+import dataclasses
+import os
 import pickle
 import zipfile
 import zlib
@@ -281,6 +283,8 @@ def load_cluster_data(config: ClusterConfig) -> ClusterData:
     """The sets heads A and B train on and the set evaluated, per the dataset and protocol."""
     if config.protocol not in ("iic", "split"):
         raise IICError(f"unknown protocol {config.protocol!r}: use 'iic' (train+test) or 'split'")
+    if config.data_path:  # "~/data" from Python; a shell expands it on the command line
+        config = dataclasses.replace(config, data_path=os.path.expanduser(config.data_path))
     extra_a: ImageSet | None = None
     channels = config.channels
     name = config.dataset

@@ -39,7 +39,7 @@ def expand_image_paths(paths: list[str | os.PathLike], recursive: bool = False) 
     line, as one list of image files."""
     files: list[Path] = []
     for raw in paths:
-        path = Path(raw)
+        path = Path(raw).expanduser()
         if path.is_dir():
             files.extend(list_image_files(path, recursive))
         elif path.is_file():
@@ -51,8 +51,11 @@ def expand_image_paths(paths: list[str | os.PathLike], recursive: bool = False) 
     return files
 
 
-# PIL reads what it can of damaged EXIF metadata and warns; the pixels are fine, so no warning reaches the user.
-CORRUPT_EXIF = r"(Possibly c|C)orrupt EXIF"
+def ignore_damaged_metadata_warnings() -> None:
+    """PIL reads what it can of damaged EXIF metadata and warns (its TIFF tag reader, and "Possibly corrupt EXIF
+    MakerNote data"); the pixels are fine, so no warning reaches the user."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+    warnings.filterwarnings("ignore", r"(Possibly c|C)orrupt EXIF", UserWarning)
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -63,7 +66,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     try:
         with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", CORRUPT_EXIF, UserWarning)
+            ignore_damaged_metadata_warnings()
             with Image.open(path) as image:
                 image.load()
                 return image.copy()
@@ -82,7 +85,7 @@ def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
     image = open_image(path)
     if upright:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", CORRUPT_EXIF, UserWarning)
+            ignore_damaged_metadata_warnings()
             image = ImageOps.exif_transpose(image)
     if image.mode not in CONVERTIBLE_MODES:
         raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")

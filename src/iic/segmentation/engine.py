@@ -23,8 +23,8 @@ from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import (build_trainer, check_resumable, ensure_best_checkpoint, kept_metrics_history,
-                        lightning_interrupts, make_run_dir, new_run_dir, refuse_other_kind)
+from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, kept_metrics_history,
+                        lightning_interrupts, make_run_dir, new_run_dir, read_checkpoint)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -399,23 +399,8 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     return TrainResult(run_dir, scores, module)
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, given itself or its run directory (then its last checkpoint)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise IICError(f"no such checkpoint: {path}")
-    return path
-
-
 def load_module(checkpoint_path: str | Path) -> SegmentationModule:
-    path = checkpoint_file(checkpoint_path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch/pickle raise many types for a damaged file
-        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
-    refuse_other_kind(path, checkpoint, "segmentation")
+    checkpoint, path = read_checkpoint(checkpoint_path, "segmentation")
     try:
         hyper = checkpoint["hyper_parameters"]
         module = SegmentationModule(**hyper)
