@@ -147,7 +147,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer.writerow([str(f), c, f"{p:.4f}"])
     atomic_write_bytes(args.out, buffer.getvalue().encode())
     counts = torch.bincount(clusters, minlength=probs.shape[1]).tolist()
-    print(f"iic predict: {len(files)} images → {args.out} (cluster sizes {counts})")
+    print(f"iic predict: {len(files)} image{'' if len(files) == 1 else 's'} → {args.out} (cluster sizes {counts})")
     return 0
 
 
@@ -168,10 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run or checkpoint: ACC/NMI/ARI per sub-head")
-    ev.add_argument("run", metavar="RUN_OR_CKPT")
+    ev.add_argument("run", metavar="RUN_OR_CKPT", help="run directory (its last checkpoint) or checkpoint file")
     ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
     ev.add_argument("--data-path", help="data path for --dataset")
-    ev.add_argument("--protocol", choices=["iic", "split"])
+    ev.add_argument("--protocol", choices=["iic", "split"],
+                    help="iic: train+test splits together, as the paper; split: the test split (default: the run's)")
     ev.add_argument("--download", action="store_true", help="download a torchvision dataset not found under --data-path")
     ev.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
     ev.add_argument("--out", help="also write the results as YAML here")
@@ -179,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="cluster new images with a trained model")
     pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
-    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR")
+    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders (with their sub-folders)")
     pr.add_argument("--out", default="clusters.csv", help="CSV of path, cluster, probability (default: clusters.csv)")
-    pr.add_argument("--head", default="B", choices=["A", "B"])
+    pr.add_argument("--head", default="B", choices=["A", "B"],
+                    help="B: k_b clusters (default); A: the over-clustering head's k_a clusters")
     pr.set_defaults(func=cmd_predict)
 
     try:
