@@ -483,13 +483,6 @@ def checkpoint_kind(hyper_parameters: Any) -> str | None:
     return None
 
 
-def refuse_other_kind(path: Path, checkpoint: Any, expected: str) -> None:
-    """One clear line when a checkpoint of the other task is given (e.g. a segmentation run to `iic predict`)."""
-    kind = checkpoint_kind(checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None)
-    if kind is not None and kind != expected:
-        raise IICError(f"{path} is an iic {kind} checkpoint, not a {expected} one: use {COMMANDS_FOR[kind]}")
-
-
 def checkpoint_file(path: str | os.PathLike) -> Path:
     """A checkpoint file, given itself or its run directory (then its last checkpoint)."""
     path = Path(path).expanduser()
@@ -510,7 +503,9 @@ def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any],
         raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(checkpoint, dict):
         raise IICError(f"{path} is not an iic {kind} checkpoint (it holds a {type(checkpoint).__name__})")
-    refuse_other_kind(path, checkpoint, kind)
+    saved_kind = checkpoint_kind(checkpoint.get("hyper_parameters"))
+    if saved_kind is not None and saved_kind != kind:  # e.g. a segmentation run given to `iic predict`
+        raise IICError(f"{path} is an iic {saved_kind} checkpoint, not a {kind} one: use {COMMANDS_FOR[saved_kind]}")
     return checkpoint, path
 
 
