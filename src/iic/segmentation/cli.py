@@ -60,9 +60,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_args(args, SegmentConfig)
     if args.resume:
-        from iic.segmentation.engine import load_module
+        from iic.segmentation.engine import saved_config
 
-        config = load_module(args.resume).config  # the run's settings, then --config, then flags
+        config = saved_config(args.resume)  # the run's settings, then --config, then flags
         if args.config_file:
             config = config_from_dict(SegmentConfig, read_yaml(args.config_file), config)
         config = config_from_dict(SegmentConfig, overrides, config)

@@ -399,6 +399,15 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     return TrainResult(run_dir, scores, module)
 
 
+def saved_config(checkpoint_path: str | Path) -> SegmentConfig:
+    """The settings a segmentation checkpoint (or run directory) was trained with, without building its model."""
+    checkpoint, path = read_checkpoint(checkpoint_path, "segmentation")
+    try:
+        return config_from_dict(SegmentConfig, checkpoint["hyper_parameters"]["config"])
+    except (KeyError, TypeError):
+        raise IICError(f"{path} is not an iic segmentation checkpoint (no saved settings)") from None
+
+
 def load_module(checkpoint_path: str | Path) -> SegmentationModule:
     checkpoint, path = read_checkpoint(checkpoint_path, "segmentation")
     try:
