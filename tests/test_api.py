@@ -100,3 +100,24 @@ def test_paths_from_python_may_start_with_the_home_folder(run, test_images, tmp_
         run.results["B"]["reported"]["acc"])
     monkeypatch.setenv("HOME", str(run.run_dir.parent))
     assert iic.load("~/api").path == run.run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_a_three_by_h_by_w_input_is_refused_by_a_colour_model_and_read_as_three_images_by_a_greyscale_one(run, test_images):
+    from iic.config import config_to_dict
+    from iic.engine import ClusterModule
+
+    grey = run.model
+    assert torch.equal(grey.predict(torch.from_numpy(test_images[:3])), grey.predict(test_images[:3]))
+    colour = iic.ClusterModel(ClusterModule(config_to_dict(grey.config), channels=3))
+    for images in (torch.zeros(3, 16, 16, dtype=torch.uint8), np.zeros((3, 16, 16), np.uint8)):
+        with pytest.raises(IICError, match=r"one C×H×W colour image or as 3 greyscale images: give a batch"):
+            colour.predict(images)
+    assert colour.predict(torch.zeros(1, 3, 16, 16, dtype=torch.uint8)).shape == (1,)
+    assert colour.predict(torch.zeros(3, 1, 16, 16, dtype=torch.uint8)).shape == (3,)
+
+
+def test_evaluation_data_may_hold_fewer_images_than_clusters(run, tmp_path):
+    few = tmp_path / "few.npz"
+    np.savez(few, x_train=np.load(run.model.config.data_path)["x_train"][:2])
+    results = run.model.evaluate(data_path=str(few), accelerator="cpu")  # k_b = 3 clusters, 2 images
+    assert sum(results["B"]["cluster_sizes"]) == 2

@@ -61,7 +61,7 @@ def test_palette_and_rgba_images_are_converted(tmp_path):
         (lambda p: None, "no such directory"),
         (lambda p: p.mkdir(), "no images found"),
         (lambda p: (p.mkdir(), (p / "bad.png").write_bytes(b"not a png at all")), "corrupt"),
-        (lambda p: (p.mkdir(), Image.new("I;16", (8, 8)).save(p / "deep.png")), "unsupported image mode"),
+        (lambda p: (p.mkdir(), Image.new("F", (8, 8)).save(p / "float.tif")), "unsupported image mode"),
     ],
 )
 def test_bad_folders(tmp_path, make, message):

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from iic.config import ClusterConfig
 from iic.data.clustering import image_folder, images_from_array, load_cluster_data, npz_arrays
-from iic.data.images import load_image, open_image
+from iic.data.images import expand_image_paths, load_image, open_image
 from iic.errors import IICError
 
 SMALL = dict(image_size=8, crop_size=8, eval_crop_size=8, k_b=2, k_a=3)
@@ -206,6 +206,62 @@ def test_a_photo_with_damaged_exif_data_loads_without_a_warning(tmp_path, recwar
     assert load_image(tmp_path / "damaged.jpg", 3).shape == (60, 20, 3)
     assert load_image(tmp_path / "damaged.jpg", 1, upright=False).shape == (20, 60, 1)
     assert not recwarn.list
+
+
+def test_an_image_whose_exif_block_cannot_be_parsed_is_read_as_stored(tmp_path, recwarn):
+    stored = np.zeros((20, 60, 3), np.uint8)
+    Image.fromarray(stored).save(tmp_path / "garbled.png", exif=b"Exif\x00\x00garbage, not a TIFF header")
+    with pytest.raises(SyntaxError):  # what PIL does with it
+        ImageOps.exif_transpose(open_image(tmp_path / "garbled.png"))
+    assert load_image(tmp_path / "garbled.png", 3).shape == (20, 60, 3)
+    assert not recwarn.list
+
+
+def test_sixteen_bit_greyscale_is_scaled_over_its_full_range(tmp_path):
+    Image.fromarray(np.array([[0, 65535], [100 * 257, 30000]], np.uint16)).save(tmp_path / "deep.png")
+    assert open_image(tmp_path / "deep.png").mode == "I;16"
+    assert load_image(tmp_path / "deep.png", 1)[..., 0].tolist() == [[0, 255], [100, 117]]
+    assert load_image(tmp_path / "deep.png", 3).shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize("make, mode", [
+    (lambda: Image.fromarray(np.zeros((4, 4), np.float32)), "F"),
+    (lambda: Image.fromarray(np.zeros((4, 4), np.int32)), "I"),
+    (lambda: Image.frombytes("LAB", (4, 4), bytes(48)), "LAB"),  # PIL's LAB→RGB is no colour conversion
+])
+def test_float_32_bit_and_lab_images_are_refused_naming_their_mode(tmp_path, make, mode):
+    make().save(tmp_path / "odd.tif")
+    with pytest.raises(IICError, match=f"unsupported image mode '{mode}' in .*odd.tif"):
+        load_image(tmp_path / "odd.tif", 3)
+
+
+def test_a_search_of_sub_folders_follows_linked_folders_once(tmp_path):
+    for name in ("real", "elsewhere"):
+        (tmp_path / name).mkdir()
+        Image.new("L", (4, 4)).save(tmp_path / name / f"{name}.png")
+    (tmp_path / "real" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "real" / "loop").symlink_to(tmp_path / "real")  # a link back up the tree
+    (tmp_path / "real" / ".hidden").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "real" / ".hidden" / "skipped.png")
+    found = expand_image_paths([tmp_path / "real"], recursive=True)
+    assert [p.name for p in found] == ["elsewhere.png", "real.png"]
+    assert [p.name for p in expand_image_paths([tmp_path / "real"])] == ["real.png"]
+
+
+def test_class_folders_are_read_with_their_sub_folders_and_a_zips_macosx_folder_is_no_class(tmp_path):
+    for path in ("cat/indoor/a.png", "cat/b.png", "dog/c.png", "__MACOSX/cat/._b.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / path)
+    data = image_folder(tmp_path, channels=1, size=8)
+    assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [0, 0, 1]
+
+
+def test_whole_numbers_are_pixel_values_whatever_their_type():
+    zeros_and_ones = np.tile([0, 1], (2, 4, 2))  # 2 × 4 × 4, int64
+    assert torch.equal(images_from_array(zeros_and_ones, "x"), images_from_array(zeros_and_ones.astype(np.uint8), "x"))
+    assert images_from_array(zeros_and_ones.astype(np.float32), "x").max() == 255  # floats in [0, 1] are scaled
+    with pytest.raises(IICError, match=r"pixel values must lie in \[0, 255\], got \[0, 256\]"):
+        images_from_array(zeros_and_ones * 256, "x")
 
 
 @pytest.mark.parametrize("array, message", [

@@ -82,7 +82,7 @@ def write_folder(root, label_sizes):
             Image.fromarray(np.zeros(size, dtype=np.uint8)).save(root / "labels" / f"{i}.png")
 
 
-@pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "16-bit image",
+@pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "float image",
                                   "preset data missing", "T too large", "k_a of 1", "negative seed", "untrained head A",
                                   "affine nan", "predict empty"])
 def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch, case):
@@ -102,10 +102,10 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
         write_folder(tmp_path, [None] * 4)
         (tmp_path / "images" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
         argv, expected = ["train", *unlabelled_folder_args], "cannot read image " + str(tmp_path / "images" / "2.png")
-    elif case == "16-bit image":
+    elif case == "float image":
         write_folder(tmp_path, [None] * 4)
-        Image.fromarray(np.zeros((64, 64), dtype=np.uint16)).save(tmp_path / "images" / "3.png")
-        argv, expected = ["train", *unlabelled_folder_args], "unsupported image mode 'I;16' in " + str(tmp_path / "images" / "3.png")
+        Image.fromarray(np.zeros((64, 64), dtype=np.float32)).save(tmp_path / "images" / "3.tif")
+        argv, expected = ["train", *unlabelled_folder_args], "unsupported image mode 'F' in " + str(tmp_path / "images" / "3.tif")
     elif case == "preset data missing":
         monkeypatch.setattr("iic.segmentation.config.PROJECT_ROOT", tmp_path / "project")
         monkeypatch.chdir(tmp_path)

@@ -53,17 +53,22 @@ class ClusterModel:
         if isinstance(images, Sequence) and images and all(isinstance(p, (str, os.PathLike)) for p in images):
             files = expand_image_paths(images, recursive=True)
             return images_from_array(np.stack([load_image(f, channels, (size, size)) for f in files]), "images")
-        if isinstance(images, torch.Tensor):
-            array = images_from_array(images.detach().cpu().numpy(), "images", channels_last=False)
+        is_tensor = isinstance(images, torch.Tensor)
+        if is_tensor:
+            images = images.detach().cpu().numpy()
         else:
             try:
                 images = np.asarray(images)
             except ValueError:  # a list of arrays of different shapes
                 raise IICError("images of different shapes: give one array, or image files") from None
-            if images.ndim == 3 and images.shape[-1] in (1, 3):
-                raise IICError(f"an array shaped {images.shape} reads as one H×W×C image, not a batch of "
-                               f"{images.shape[0]} images: give a batch, e.g. image[None]")
-            array = images_from_array(images, "images")
+        shape = tuple(images.shape)
+        if len(shape) == 3 and not is_tensor and shape[-1] in (1, 3):
+            raise IICError(f"an array shaped {shape} reads as one H×W×C image, not a batch of {shape[0]} images: "
+                           f"give a batch, e.g. image[None]")
+        if len(shape) == 3 and channels == 3 and shape[0] == 3:  # for a colour model, more likely one image
+            raise IICError(f"images shaped {shape} read as one C×H×W colour image or as 3 greyscale images: "
+                           f"give a batch, image[None] or images[:, None]")
+        array = images_from_array(images, "images", channels_last=not is_tensor)
         return resize_images(match_channels(array, channels), size)
 
     def predict_proba(self, images: ImagesLike, head: str = "B") -> torch.Tensor:
@@ -86,7 +91,7 @@ class ClusterModel:
         changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
                                      ("download", download)) if v is not None}
         config = dataclasses.replace(self.config, **changes, accelerator=accelerator)
-        data = load_cluster_data(config)
+        data = load_cluster_data(config, training=False)
         with lightning_quieted():
             return evaluate(self.module, data.evaluation, config)
 

@@ -77,12 +77,14 @@ def images_from_array(array: np.ndarray, source: str, channels_last: bool = True
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
             raise IICError(f"{source}: images must be real numbers, got dtype {array.dtype}")
+        floats = np.issubdtype(array.dtype, np.floating)
         array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise IICError(f"{source}: images contain NaN or infinite values")
         if array.min() < 0 or array.max() > 255:
-            raise IICError(f"{source}: pixel values must lie in [0, 1] or [0, 255], got [{array.min():g}, {array.max():g}]")
-        if array.max() <= 1.0:
+            raise IICError(f"{source}: pixel values must lie in [0, {'1] or [0, ' if floats else ''}255], "
+                           f"got [{array.min():g}, {array.max():g}]")
+        if floats and array.max() <= 1.0:  # whole numbers are 0…255 whatever their type, as uint8 ones
             array = array * 255
         array = np.rint(array).astype(np.uint8)
     return torch.from_numpy(np.ascontiguousarray(array))
@@ -252,12 +254,13 @@ def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:
 
 
 def image_folder(path: Path, channels: int, size: int) -> ImageSet:
-    """A folder of class sub-folders (labels used only for evaluation), or a flat folder with no labels."""
+    """A folder of class sub-folders (labels used only for evaluation; each with its own sub-folders), or a flat
+    folder with no labels. A zip's __MACOSX folder is not a class."""
     if not path.exists():
         raise IICError(f"no such directory: {path}")
     if not path.is_dir():
         raise IICError(f"not a directory: {path}")
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
     flat_files = [p for p in path.iterdir() if p.is_file() and is_image_file(p)]
     if class_dirs and flat_files:  # which layout was meant is a guess either way
         raise IICError(f"{path} holds both images ({flat_files[0].name}, …: {len(flat_files)}) and sub-folders "
@@ -266,7 +269,7 @@ def image_folder(path: Path, channels: int, size: int) -> ImageSet:
     if class_dirs:
         files, labels = [], []
         for index, class_dir in enumerate(class_dirs):
-            class_files = list_image_files(class_dir)
+            class_files = list_image_files(class_dir, recursive=True)  # as torchvision's ImageFolder
             files += class_files
             labels += [index] * len(class_files)
         names: list[str] | None = [d.name for d in class_dirs]
@@ -279,8 +282,9 @@ def image_folder(path: Path, channels: int, size: int) -> ImageSet:
 
 # --- assembling a run's data -----------------------------------------------------------------------
 
-def load_cluster_data(config: ClusterConfig) -> ClusterData:
-    """The sets heads A and B train on and the set evaluated, per the dataset and protocol."""
+def load_cluster_data(config: ClusterConfig, training: bool = True) -> ClusterData:
+    """The sets heads A and B train on and the set evaluated, per the dataset and protocol (``training``: also
+    check that each head has at least as many images as clusters)."""
     if config.protocol not in ("iic", "split"):
         raise IICError(f"unknown protocol {config.protocol!r}: use 'iic' (train+test) or 'split'")
     if config.data_path:  # "~/data" from Python; a shell expands it on the command line
@@ -332,7 +336,7 @@ def load_cluster_data(config: ClusterConfig) -> ClusterData:
         evaluation = train_b
     train_a = concat(train_b, extra_a) if extra_a is not None else train_b
     for k, head in ((config.k_b, "k_b"), (config.k_a, "k_a")):
-        if k > len(train_b):
+        if training and k > len(train_b):
             raise IICError(f"{head}={k} is larger than the number of training images ({len(train_b)})")
     if config.k_b < 1:
         raise IICError(f"k_b must be at least 1, got {config.k_b}")

@@ -1,6 +1,7 @@
 """Reading image files into arrays, with one clear error for each kind of bad file."""
 
 import os
+import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -12,7 +13,9 @@ from iic.errors import IICError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # Modes PIL converts losslessly enough to 8-bit L/RGB; 16-bit and float images need a decision we won't guess.
-CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+# (PIL opens 16-bit colour PNGs as 8-bit RGB; 16-bit greyscale is scaled the same way, its full range to 8 bits.)
+CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV"}
+SIXTEEN_BIT_GREY_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
 def is_image_file(path: Path) -> bool:
@@ -20,18 +23,28 @@ def is_image_file(path: Path) -> bool:
 
 
 def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (sorted), or an error when there is no such folder or it has none."""
+    """Image files in ``folder`` (sorted), or an error when there is no such folder or it has none.
+
+    With ``recursive`` also those in sub-folders, following linked folders (each real folder once) as a class
+    folder of ``image_folder`` is followed; hidden files and folders (e.g. .ipynb_checkpoints) are skipped."""
     folder = Path(folder)
     if not folder.exists():
         raise IICError(f"no such file or directory: {folder}")
     if not folder.is_dir():
         raise IICError(f"not a directory: {folder}")
-    pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p)
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # e.g. .ipynb_checkpoints
+    files: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        files.extend(p for p in map(Path(root).joinpath, names) if is_image_file(p) and p.is_file())
     if not files:
         raise IICError(f"no images found in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files
+    return sorted(files)
 
 
 def expand_image_paths(paths: list[str | os.PathLike], recursive: bool = False) -> list[Path]:
@@ -76,6 +89,16 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise IICError(f"cannot read image {path}: corrupt or not an image ({exc.__class__.__name__})") from None
 
 
+def upright_image(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says; as stored when that metadata is damaged beyond reading."""
+    with warnings.catch_warnings():
+        ignore_damaged_metadata_warnings()
+        try:
+            return ImageOps.exif_transpose(image)
+        except (SyntaxError, ValueError, OSError, KeyError, TypeError, struct.error):  # PIL's EXIF parser fails so
+            return image
+
+
 def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | None = None,
                upright: bool = True) -> np.ndarray:
     """An image file as uint8 H × W × channels (1 = greyscale, 3 = RGB), optionally resized to ``size`` (h, w).
@@ -84,11 +107,12 @@ def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
     False keeps the stored pixels, which label maps drawn on them match."""
     image = open_image(path)
     if upright:
-        with warnings.catch_warnings():
-            ignore_damaged_metadata_warnings()
-            image = ImageOps.exif_transpose(image)
+        image = upright_image(image)
+    if image.mode in SIXTEEN_BIT_GREY_MODES:
+        image = Image.fromarray(np.rint(np.asarray(image, dtype=np.float32) / 257).astype(np.uint8))
     if image.mode not in CONVERTIBLE_MODES:
-        raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected an 8-bit greyscale, palette or colour image")
+        raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected a greyscale (8 or 16 bits), "
+                       f"palette or colour image")
     if channels not in (1, 3):
         raise IICError(f"cannot load {path} with {channels} channels: images load as 1 (greyscale) or 3 (RGB)")
     if image.mode == "P" and "transparency" in image.info:  # PIL warns when converting these straight to L/RGB
