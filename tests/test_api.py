@@ -82,6 +82,8 @@ def test_bad_input_is_one_clear_error_before_anything_is_written(run, tmp_path):
         iic.train(iic.ClusterConfig(), preset="mnist", out_dir=out)
     with pytest.raises(IICError, match=r"reads as one H×W×C image, not a batch of 16 images: give a batch"):
         run.model.predict(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(IICError, match="no images given"):
+        run.model.predict([])
     with pytest.raises(IICError, match="images of different shapes"):
         run.model.predict([np.zeros((16, 16)), np.zeros((8, 8))])
     with pytest.raises(IICError, match="unknown head 'C': use A or B"):

@@ -256,6 +256,14 @@ def test_class_folders_are_read_with_their_sub_folders_and_a_zips_macosx_folder_
     assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [0, 0, 1]
 
 
+def test_test_labels_without_test_images_and_a_folder_for_an_npz_are_errors(tmp_path):
+    path = save_npz(tmp_path / "half.npz", x_train=images(4), y_train=np.arange(4), y_test=np.arange(2))
+    with pytest.raises(IICError, match="has y_test but no x_test"):
+        npz_arrays(path)
+    with pytest.raises(IICError, match="is a directory: give an .npz file"):
+        npz_arrays(tmp_path)
+
+
 def test_whole_numbers_are_pixel_values_whatever_their_type():
     zeros_and_ones = np.tile([0, 1], (2, 4, 2))  # 2 × 4 × 4, int64
     assert torch.equal(images_from_array(zeros_and_ones, "x"), images_from_array(zeros_and_ones.astype(np.uint8), "x"))

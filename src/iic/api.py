@@ -50,6 +50,8 @@ class ClusterModel:
         size, channels = self.config.image_size, self.module.channels
         if isinstance(images, (str, os.PathLike)):
             images = [images]
+        if isinstance(images, Sequence) and not images:
+            raise IICError("no images given")
         if isinstance(images, Sequence) and images and all(isinstance(p, (str, os.PathLike)) for p in images):
             files = expand_image_paths(images, recursive=True)
             return images_from_array(np.stack([load_image(f, channels, (size, size)) for f in files]), "images")

@@ -233,11 +233,15 @@ def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:
 
     Labels may be any whole numbers: they become class ids 0…C−1 (the same for both splits).
     """
+    if path.is_dir():
+        raise IICError(f"{path} is a directory: give an .npz file (a folder of images is --dataset folder)")
     if not path.is_file():
         raise IICError(f"no such file: {path}")
     arrays, keys = read_npz(path)
     if "x_train" not in arrays:
         raise IICError(f"{path} has no 'x_train' array (found: {', '.join(keys) or 'none'})")
+    if "y_test" in arrays and "x_test" not in arrays:
+        raise IICError(f"{path} has y_test but no x_test: give the test images with their labels, or neither")
     splits = [split for split in ("train", "test") if f"x_{split}" in arrays]
     labelled = [split for split in splits if f"y_{split}" in arrays]
     if labelled and labelled != splits:
