@@ -12,8 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from iic.errors import IICError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-# Modes PIL converts losslessly enough to 8-bit L/RGB; 16-bit and float images need a decision we won't guess.
-# (PIL opens 16-bit colour PNGs as 8-bit RGB; 16-bit greyscale is scaled the same way, its full range to 8 bits.)
+# Modes PIL converts losslessly enough to 8-bit L/RGB. 16-bit greyscale is scaled over its full range to 8 bits,
+# as PIL reads 16-bit colour PNGs; 32-bit and float images have no range to scale from that we could trust.
 CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV"}
 SIXTEEN_BIT_GREY_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
