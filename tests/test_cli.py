@@ -93,7 +93,8 @@ def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch)
     assert state["global_step"] == steps_before + steps_per_epoch
     assert yaml.safe_load((trained_run / "config.yaml").read_text())["epochs"] == epochs + 1  # the flag applied
     logged_steps = [int(row["step"]) for row in csv.DictReader((trained_run / "metrics.csv").open())]
-    assert logged_steps_before <= {str(step) for step in logged_steps}  # the history before the resume is kept
+    # The history before the resume is kept, but for the earlier run's final evaluation, now superseded.
+    assert logged_steps_before - {str(steps_before)} <= {str(step) for step in logged_steps}
     assert max(logged_steps) >= steps_before and logged_steps == sorted(logged_steps)
 
 
@@ -236,17 +237,22 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, a
     assert not any(tmp_path.iterdir())
 
 
-def test_resuming_a_finished_run_keeps_a_well_formed_history(trained_run):
-    steps_before = sorted({int(row["step"]) for row in csv.DictReader((trained_run / "metrics.csv").open())})
-    # No epochs added (nothing to train) and another batch size (other logging steps): the final validation
-    # still logs after the fit, and every row must stay aligned with the header.
-    assert main(["train", "--resume", str(trained_run), "--no-progress", "--batch-size", "50"]) == 0
-    header, *rows = list(csv.reader((trained_run / "metrics.csv").open()))
-    assert rows and all(len(row) == len(header) for row in rows)
-    records = [dict(zip(header, row)) for row in rows]
-    assert set(steps_before) - {max(steps_before)} <= {int(r["step"]) for r in records}
-    assert records[-1]["val/acc_B"] != ""
+def test_resuming_a_finished_run_is_refused_as_there_is_nothing_to_train(trained_run):
+    before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--batch-size", "50"),
+                          "give more --epochs to train on")
+    assert before == {name: (trained_run / name).read_bytes() for name in before}
     assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--preset", "mnist"), "cannot change on --resume")
+
+
+def test_a_config_file_given_on_resume_may_not_move_the_run(trained_run, tmp_path):
+    saved = yaml.safe_load((trained_run / "config.yaml").read_text())
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump({**saved, "name": "elsewhere"}))
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--config", str(tmp_path / "moved.yaml")),
+                          "cannot change on --resume: the run keeps its directory")
+    # The run's own config.yaml is no move: refused here only because it has nothing more to train.
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--config", str(trained_run / "config.yaml")),
+                          "give more --epochs to train on")
 
 
 def test_resume_with_another_architecture_is_refused(trained_run):

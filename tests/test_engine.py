@@ -136,3 +136,82 @@ def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path):
     config.epochs, config.lr = 2, 0.001
     module, _ = fit(config, data, tmp_path / "run", resume=True, enable_progress_bar=False)
     assert module.optimizers().param_groups[0]["lr"] == 0.001
+
+
+# --- run directories, checkpoints and metrics.csv across a resume -----------------------------------------
+
+def test_finished_passes_count_a_passs_own_checkpoint_and_the_end_of_a_run_alike():
+    from iic.engine import finished_passes
+
+    progress = lambda processed: {"fit_loop": {"epoch_progress": {"total": {"processed": processed}}}}  # noqa: E731
+    assert finished_passes({"epoch": 1, "loops": progress(2)}) == 2  # saved as pass 1 (the second) ended
+    assert finished_passes({"epoch": 6, "loops": progress(6)}) == 6  # saved at the end of a 6-pass run
+    assert finished_passes({"epoch": 4}) == 4  # no loop state: the epoch it records
+
+
+def test_a_resumed_runs_metrics_keep_the_finished_passes_on_disk_and_new_rows_are_appended(tmp_path):
+    import csv
+
+    from iic.engine import RunCSVLogger, kept_metrics_history
+
+    (tmp_path / "metrics.csv").write_text("epoch,loss,step\n0,-1.0,9\n1,-2.0,19\n2,-2.5,29\n")  # pass 2 unfinished
+    logger = RunCSVLogger(save_dir=str(tmp_path), name="", version="")
+    trainer = type("Trainer", (), {"is_global_zero": True})()
+    with kept_metrics_history(trainer, tmp_path, resumed_passes=2):
+        rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+        assert [r["epoch"] for r in rows] == ["0", "1"]  # on disk before training goes on: a kill keeps them
+        logger.log_metrics({"loss": -3.0, "epoch": 2}, step=20)
+        logger.save()
+        logger.log_metrics({"val/acc_B": 0.9, "epoch": 2}, step=29)  # a new column
+        logger.save()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [(r["epoch"], r["loss"], r["val/acc_B"]) for r in rows] == [
+        ("0", "-1.0", ""), ("1", "-2.0", ""), ("2", "-3.0", ""), ("2", "", "0.9")]
+
+
+def test_checkpoints_are_written_beside_their_target_and_renamed(tmp_path, monkeypatch):
+    import os
+
+    from iic.engine import AtomicCheckpointIO, build_trainer
+
+    trainer = build_trainer(ClusterConfig(accelerator="cpu"), tmp_path / "run", max_epochs=1,
+                            check_val_every_n_epoch=1, reload_dataloaders=False, enable_progress_bar=False)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    moves, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moves.append((src, dst)), real_replace(src, dst))[1])
+    target = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    trainer.strategy.checkpoint_io.save_checkpoint({"weights": torch.ones(3)}, target)
+    assert [(os.path.dirname(src), dst) for src, dst in moves] == [(str(target.parent), target)]
+    assert torch.equal(torch.load(target)["weights"], torch.ones(3)) and os.listdir(target.parent) == ["last.ckpt"]
+
+
+def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    import iic.engine as engine
+
+    class FixedClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(engine, "datetime", FixedClock)
+    first = engine._fresh_run_dir(str(tmp_path), None, "digits")
+    assert first.name == "digits-20260102-030405" and engine.make_run_dir(first, ClusterConfig(), fresh=True)
+    assert engine._fresh_run_dir(str(tmp_path), None, "digits").name == "digits-20260102-030405-2"
+    with pytest.raises(IICError, match="taken by another run meanwhile"):  # two runs that chose it at once
+        engine.make_run_dir(first, ClusterConfig(), fresh=True)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_directory(three_digit_npz, tmp_path, monkeypatch):
+    from iic.api import run_training
+
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClusterModule, "training_step", interrupted)
+    config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), out_dir=str(tmp_path / "runs"), name="cut",
+                           k_b=3, k_a=0, num_subheads=1, trunks=1, epochs=1, accelerator="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, progress=False)
+    assert not (tmp_path / "runs" / "cut").exists()

@@ -84,7 +84,8 @@ def write_folder(root, label_sizes):
 
 @pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "float image",
                                   "preset data missing", "T too large", "k_a of 1", "negative seed", "untrained head A",
-                                  "affine nan", "predict empty"])
+                                  "affine nan", "predict empty", "no sub-heads", "negative eval crop",
+                                  "crop larger than the images", "scale too small"])
 def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch, case):
     out_dir = tmp_path / "runs"
     folder_args = ["--dataset", "folder", "--data-path", tmp_path / "images", "--label-dir", tmp_path / "labels"]
@@ -120,6 +121,14 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
         argv, expected = ["train", "--head-a-passes", 0], "head_a_passes must be at least 1 while head A is on"
     elif case == "affine nan":
         argv, expected = ["train", "--affine-degrees", "nan"], "affine_degrees and affine_shear must be finite"
+    elif case == "no sub-heads":
+        argv, expected = ["train", "--num-subheads", 0], "num_subheads must be at least 1, got 0"
+    elif case == "negative eval crop":
+        argv, expected = ["train", "--eval-crop-size", -4, "--eval-every", 1], "eval_crop_size must be 0 (whole images) or at least 2"
+    elif case == "crop larger than the images":  # the demo's images are 64 × 64
+        argv, expected = ["train", "--crop-size", 1000], "crop_size=1000 is larger than the 64×64 training images"
+    elif case == "scale too small":
+        argv, expected = ["train", "--scale", 0.02], "scale 0.02 makes the training images 1×1 pixels"
     else:
         (tmp_path / "empty").mkdir()
         argv, expected = ["predict", tmp_path / "missing.ckpt", tmp_path / "empty", "--out", tmp_path / "p"], "no such checkpoint"
@@ -190,12 +199,12 @@ def test_two_process_training_run_evaluates_each_image_once(tmp_path):
     assert evaluated["B"].miou == pytest.approx(trained["miou"], abs=1e-12)
 
 
-def write_untrained_checkpoint(path):
+def write_untrained_checkpoint(path, **settings):
     """A checkpoint as `iic segment train` saves it, without the training: enough for predict."""
     from iic.config import config_to_dict
     from iic.segmentation.engine import SegmentationModule
 
-    module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6)), ["a", "b", "c"])
+    module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6, **settings)), ["a", "b", "c"])
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     return path
 
@@ -309,6 +318,8 @@ def test_a_run_never_validated_still_has_a_best_checkpoint(tmp_path, capsys):
     assert code == 0, err
     best, last = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("best", "last"))
     assert best["global_step"] == last["global_step"] > 0  # the trained model
+    mapping = best["state_dict"]["cluster_to_class"]  # with the final evaluation's matching, as last.ckpt
+    assert (mapping >= 0).all() and torch.equal(mapping, last["state_dict"]["cluster_to_class"])
 
 
 def test_each_head_reports_its_own_lowest_loss_sub_head(tmp_path):
@@ -337,4 +348,82 @@ def test_each_head_reports_its_own_lowest_loss_sub_head(tmp_path):
                tmp_path / "old.ckpt")
     assert int(load_module(tmp_path / "old.ckpt").best_subhead_a) == int(module.best_subhead) == 0
     fresh = SegmentationModule(**module.hparams)
-    assert check_resumable(fresh, tmp_path / "old.ckpt", max_passes=10) == 4 and int(fresh.best_subhead_a) == 0
+    assert check_resumable(fresh, tmp_path / "old.ckpt", max_passes=10) == 1 and int(fresh.best_subhead_a) == 0
+
+
+@pytest.fixture
+def tiny_run(tmp_path, capsys):
+    """A one-epoch demo run with a small network: runs/run."""
+    code, _, err = run_cli(capsys, "train", "--epochs", 1, "--widths", *[4] * 6, "--out-dir", tmp_path / "runs",
+                           "--name", "run", "--no-progress")
+    assert code == 0, err
+    return tmp_path / "runs" / "run"
+
+
+def test_resume_trains_at_the_lr_given_and_takes_the_runs_own_config(tiny_run, capsys):
+    code, _, err = run_cli(capsys, "train", "--resume", tiny_run, "--config", tiny_run / "config.yaml", "--epochs", 2,
+                           "--lr", 0.05, "--no-progress")
+    assert code == 0, err
+    saved = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] > 0 and yaml.safe_load((tiny_run / "config.yaml").read_text())["lr"] == 0.05
+    assert {group["lr"] for state in saved["optimizer_states"] for group in state["param_groups"]} == {0.05}
+
+
+@pytest.mark.parametrize("change", ["--name", "--preset", "--out-dir", "name in --config", "out_dir in --config"])
+def test_resume_keeps_what_names_the_run(tiny_run, tmp_path, capsys, change):
+    before = (tiny_run / "config.yaml").read_text()
+    if change.startswith("--"):
+        argv = [change, {"--name": "other", "--preset": "demo", "--out-dir": tmp_path / "other"}[change]]
+        expected = f"iic: error: {change} cannot change on --resume: the run keeps its directory and preset"
+    else:
+        key = change.split()[0]
+        (tmp_path / "settings.yaml").write_text(f"{key}: other\nepochs: 2\n")
+        argv = ["--config", tmp_path / "settings.yaml"]
+        expected = f"iic: error: {key} in {tmp_path / 'settings.yaml'} cannot change on --resume: the run keeps its directory and preset"
+    code, out, err = run_cli(capsys, "train", "--resume", tiny_run, *argv, "--epochs", 2)
+    assert code == 2 and err.strip() == expected and out == "", err
+    assert (tiny_run / "config.yaml").read_text() == before and not (tmp_path / "other").exists()
+
+
+def test_resume_takes_a_run_directory_or_its_last_checkpoint(tiny_run, tmp_path, capsys):
+    copy = tmp_path / "elsewhere" / "copies" / "m.ckpt"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes())
+    last = (tiny_run / "checkpoints" / "last.ckpt").read_bytes()
+    for checkpoint in (copy, tiny_run / "checkpoints" / "best.ckpt"):
+        code, out, err = run_cli(capsys, "train", "--resume", checkpoint, "--epochs", 2)
+        assert code == 2 and out == "", err
+        assert err.strip() == f"iic: error: cannot resume {checkpoint}: --resume takes a run directory or its checkpoints/last.ckpt"
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["copies"]  # no run written around the copy
+    assert (tiny_run / "checkpoints" / "last.ckpt").read_bytes() == last
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--eval-crop-size", 1], "eval_crop_size must be 0 (whole images) or at least 2, got 1"),
+    (["--scale", 0.02], "scale 0.02 makes the evaluation images 1×1 pixels: the network needs at least 2 a side"),
+], ids=["eval crop of 1", "scale 0.02"])
+def test_evaluate_refuses_images_too_small_for_the_network(tmp_path, capsys, flags, expected):
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    code, out, err = run_cli(capsys, "evaluate", checkpoint, *flags)
+    assert code == 2 and err.strip() == f"iic: error: {expected}" and out == "", err
+
+
+def test_evaluate_on_other_data_uses_its_classes(tmp_path, capsys):
+    """A model trained with class names and groups (as camvid3's) evaluates on a labelled folder of other classes."""
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt", class_groups="0;1;2", class_names=("x", "y", "z"))
+    write_folder(tmp_path, [(64, 64), (64, 64)])
+    Image.fromarray(np.eye(64, dtype=np.uint8)).save(tmp_path / "labels" / "1.png")  # classes 0 and 1
+    code, out, err = run_cli(capsys, "evaluate", checkpoint, "--dataset", "folder", "--data-path", tmp_path / "images",
+                             "--label-dir", tmp_path / "labels")
+    assert code == 0, err
+    assert "2 images of folder" in out and "IoU per class: class 0" in out and "class 1" in out
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "0", "-1", "1e-9"])
+def test_predict_refuses_a_scale_that_leaves_nothing_to_segment(tmp_path, capsys, scale):
+    checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
+    Image.fromarray(np.zeros((40, 52, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    code, out, err = run_cli(capsys, "predict", checkpoint, tmp_path / "a.png", "--out", tmp_path / "out", "--scale", scale)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("iic: error: scale ") and out == "", err
+    assert not (tmp_path / "out").exists()

@@ -56,23 +56,17 @@ def format_results(results: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from iic.config import (CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig, config_from_dict, overrides_from_args,
-                            read_yaml, resolve_config)
+                            read_yaml, resolve_config, resumed_config)
 
     overrides = overrides_from_args(args, ClusterConfig)
     if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
-        fixed = [f"--{key.replace('_', '-')}" for key in ("preset", "out_dir", "name") if key in overrides]
-        if fixed:
-            raise IICError(f"{', '.join(fixed)} cannot change on --resume: the run keeps its directory and preset")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise IICError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
         saved = read_yaml(run_dir / "config.yaml")
         if is_segmentation_config(saved):
             raise IICError(f"{run_dir} is a segmentation run: resume it with `iic segment train --resume {run_dir}`")
-        config = config_from_dict(ClusterConfig, saved)
-        if args.config:
-            config = config_from_dict(ClusterConfig, read_yaml(args.config), config)
-        config = config_from_dict(ClusterConfig, overrides, config)
+        config = resumed_config(ClusterConfig, config_from_dict(ClusterConfig, saved), args.config, overrides)
     else:
         config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config, overrides)
 

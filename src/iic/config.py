@@ -183,6 +183,9 @@ def save_config(config: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
 
 
+FIXED_ON_RESUME = ("preset", "out_dir", "name")  # what names a run and its directory
+
+
 def shared_checks(config: Any) -> list[tuple[bool, str]]:
     """(condition, message) for the settings that clustering and segmentation configs share."""
     return [
@@ -282,6 +285,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
 
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def resumed_config(cls: type[C], saved: C, config_file: str | None, overrides: dict[str, Any]) -> C:
+    """A resumed run's settings: its own, then a --config file, then flags; none may change what names the run (its
+    preset, out_dir and name)."""
+    fixed = [f"--{key.replace('_', '-')}" for key in FIXED_ON_RESUME if key in overrides]
+    if fixed:
+        raise IICError(f"{', '.join(fixed)} cannot change on --resume: the run keeps its directory and preset")
+    config = saved
+    if config_file:
+        config = config_from_dict(cls, read_yaml(config_file), saved)
+        moved = [key for key in FIXED_ON_RESUME if getattr(config, key) != getattr(saved, key)]
+        if moved:
+            raise IICError(f"{', '.join(moved)} in {config_file} cannot change on --resume: the run keeps its "
+                           f"directory and preset")
+    return config_from_dict(cls, overrides, config)
 
 
 def resolve_config(cls: type[C], presets: dict[str, dict[str, Any]], preset: str | None, yaml_path: str | None,

@@ -5,6 +5,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from contextlib import contextmanager
@@ -18,7 +19,10 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar, Timer
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from torch.utils.data import DataLoader, TensorDataset
 
 from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_config
@@ -279,12 +283,20 @@ def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
 
 
 def _fresh_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out_dir) / (name or f"{preset}-{stamp}")
+    if name is None:  # preset-date-time, then -2, -3, … for runs started in the same second
+        stem = Path(out_dir) / f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        run_dir = next(path for path in (Path(f"{stem}{suffix}") for suffix in ("", *(f"-{i}" for i in range(2, 10**6))))
+                       if not is_taken(path))
+    else:
+        run_dir = Path(out_dir) / name
     check_writable(run_dir, "folder")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if is_taken(run_dir):
         raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
     return run_dir
+
+
+def is_taken(run_dir: Path) -> bool:
+    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
 
 
 def parse_devices(devices: str) -> int | list[int] | str:
@@ -318,7 +330,7 @@ class PassProgressBar(TQDMProgressBar):
 def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_val_every_n_epoch: int,
                   reload_dataloaders: bool, enable_progress_bar: bool = True) -> L.Trainer:
     """A Trainer with the project's run layout: CSV (and TensorBoard) logs, last and best checkpoints."""
-    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    loggers: list = [RunCSVLogger(save_dir=str(run_dir), name="", version="")]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401
@@ -346,7 +358,7 @@ def build_trainer(config: ClusterConfig, run_dir: Path, max_epochs: int, check_v
             check_val_every_n_epoch=check_val_every_n_epoch, num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_dataloaders else 0,
             enable_progress_bar=enable_progress_bar, log_every_n_steps=10,
-            enable_model_summary=False, default_root_dir=str(run_dir),
+            enable_model_summary=False, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         )
     except (ValueError, RuntimeError, ImportError, MisconfigurationException) as exc:  # e.g. an accelerator not here
         raise IICError(f"cannot set up training: {str(exc).splitlines()[0]}") from None
@@ -399,34 +411,56 @@ def read_metric_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def restore_metric_history(path: Path, earlier: list[dict[str, str]], resumed_step: int) -> None:
-    """Put a resumed run's earlier rows (those logged up to its checkpoint's step; later ones belong to a pass
-    that is trained again) back in front of the new ones."""
-    def step(row: dict[str, str]) -> float:
-        try:
-            return float(row.get("step") or "nan")
-        except ValueError:
-            return math.nan
-
-    rows = [r for r in earlier if step(r) <= resumed_step] + read_metric_rows(path)
-    columns = sorted({key for row in rows for key in row if key})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
+def passes_logged(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("epoch") or "nan")
+    except ValueError:
+        return math.nan
 
 
 @contextmanager
-def kept_metrics_history(trainer: L.Trainer, run_dir: Path, resumed_step: int | None):
-    """Lightning's CSVLogger starts metrics.csv afresh on resume (from a checkpoint at ``resumed_step``): the
-    earlier rows are put back when the block (every Trainer call that logs) is over."""
-    earlier = read_metric_rows(run_dir / "metrics.csv") if resumed_step is not None else []
-    try:
-        yield
-    finally:
-        if earlier and trainer.is_global_zero:
-            restore_metric_history(run_dir / "metrics.csv", earlier, resumed_step)
+def kept_metrics_history(trainer: L.Trainer, run_dir: Path, resumed_passes: int | None):
+    """A resumed run's metrics.csv keeps the rows of the passes its checkpoint finished (later ones belong to a
+    pass that is trained again, or to the run's end) and new rows are appended to it, as they are logged."""
+    path = run_dir / "metrics.csv"
+    if resumed_passes is not None and trainer.is_global_zero and path.is_file():
+        rows = [row for row in read_metric_rows(path) if passes_logged(row) < resumed_passes]
+        columns = sorted({key for row in rows for key in row if key})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(path, buffer.getvalue().encode())
+    yield
+
+
+class AppendingMetricsWriter(ExperimentWriter):
+    """Lightning's CSV writer, appending to an existing metrics.csv (a resumed run's) instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as handle:
+                self.metrics_keys = next(csv.reader(handle), [])
+
+
+class RunCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingMetricsWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingMetricsWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: to a temporary file beside the target, then renamed. (Lightning's
+    temporary file is in $TMPDIR; where that is another file system, its rename becomes a copy in place.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 @contextmanager
@@ -509,12 +543,21 @@ def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any],
     return checkpoint, path
 
 
+def finished_passes(checkpoint: dict[str, Any]) -> int:
+    """Passes over the data a checkpoint has finished: a pass's own checkpoint, saved as it ends, records its index
+    as ``epoch``, the end of a run the count; Lightning's loop progress counts both alike."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return int(checkpoint["epoch"])
+
+
 def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int) -> int:
     """Fail before anything is written if the checkpoint's weights do not fit the model the (changed) config
-    builds, or it is past the passes the settings allow; else return the checkpoint's global step."""
+    builds, or it has trained all the passes the settings allow; else return the passes it has finished."""
     saved, _ = read_checkpoint(checkpoint, checkpoint_kind(dict(module.hparams)))
     try:
-        state, step, passes = saved["state_dict"], int(saved["global_step"]), int(saved["epoch"])
+        state, passes = saved["state_dict"], finished_passes(saved)
     except Exception as exc:  # a pickle of something else
         raise IICError(f"cannot resume: {checkpoint} is not an iic checkpoint ({exc.__class__.__name__})") from None
     try:
@@ -523,18 +566,41 @@ def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int
     except (RuntimeError, KeyError) as exc:  # e.g. another k_b or other widths given as flags
         raise IICError(f"cannot resume from {checkpoint}: it does not fit the model of these settings "
                        f"({exc.__class__.__name__}); settings of the network cannot change on --resume") from None
-    if passes > max_passes:
-        raise IICError(f"cannot resume: the run has trained {passes} passes over the data, more than the {max_passes} "
-                       f"these settings allow; give more --epochs")
-    return step
+    if passes >= max_passes:
+        raise IICError(f"cannot resume: the run has trained {passes} passes over the data, and these settings allow "
+                       f"{max_passes}; give more --epochs to train on")
+    return passes
 
 
-def make_run_dir(run_dir: Path, config: Any) -> None:
+def make_run_dir(run_dir: Path, config: Any, fresh: bool = False) -> bool:
+    """Create ``run_dir`` (if need be) and write its config; return whether it was created.
+
+    ``fresh``: a new run's directory, claimed by creating its config.yaml exclusively, so that of two runs started
+    at once with the same name the second stops instead of sharing the first one's directory."""
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            with open(run_dir / "config.yaml", "x"):
+                pass
+    except FileExistsError:
+        raise IICError(f"run directory {run_dir} was taken by another run meanwhile: choose another --name") from None
     except OSError as exc:
         raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
     save_config(config, run_dir / "config.yaml")
+    return created
+
+
+@contextmanager
+def removed_if_stopped_before_a_checkpoint(trainer: L.Trainer, run_dir: Path, created: bool):
+    """A new run stopped (Ctrl-C, an error) before its first checkpoint leaves no directory behind: it could
+    neither be resumed nor its name used again."""
+    try:
+        yield
+    except BaseException:
+        if created and trainer.is_global_zero and not (run_dir / "checkpoints" / "last.ckpt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = False,
@@ -556,13 +622,15 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     trainer = build_trainer(config, run_dir, max_epochs=config.epochs * passes,
                             check_val_every_n_epoch=max(config.eval_every, 1),
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
-    resumed_step = check_resumable(module, last, config.epochs * passes) if resume else None
+    resumed_passes = check_resumable(module, last, config.epochs * passes) if resume else None
     check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
+    created = False
     if trainer.is_global_zero:
-        make_run_dir(run_dir, config)
+        created = make_run_dir(run_dir, config, fresh=not resume)
         if on_start is not None:
             on_start()
-    with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
+    with (removed_if_stopped_before_a_checkpoint(trainer, run_dir, created),
+          kept_metrics_history(trainer, run_dir, resumed_passes), lightning_interrupts(trainer)):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         ensure_best_checkpoint(trainer, run_dir)
         if config.refit_subheads:

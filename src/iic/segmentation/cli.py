@@ -1,15 +1,18 @@
 """``iic segment train|evaluate|predict``: unsupervised segmentation from the command line."""
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from iic.config import add_config_arguments, config_from_dict, overrides_from_args, read_yaml, resolve_config
+from iic.config import add_config_arguments, config_from_dict, overrides_from_args, resolve_config, resumed_config
 from iic.errors import IICError
 from iic.segmentation.config import PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig, validate_config
 
 # Settings that say where the data is and how to read it: the ones evaluate may change on a trained model.
 DATA_FIELDS = ("dataset", "data_path", "label_dir", "ignore_index", "class_groups", "class_names", "eval_splits",
                "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
+# What the trained data's classes were: not carried over to other data.
+CLASS_FIELDS = ("class_names", "class_groups")
 
 
 def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,7 +26,9 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                                             "With no arguments: a small embedded demo that needs no download.")
     train.add_argument("--preset", help=f"one of: {', '.join(SEGMENT_PRESETS)} (default: the --config file's preset, else demo)")
     train.add_argument("--config", dest="config_file", help="YAML file of settings applied over the preset")
-    train.add_argument("--resume", metavar="CKPT_OR_RUN", help="continue the run of this checkpoint or run directory (its settings, with any flags given applied)")
+    train.add_argument("--resume", metavar="RUN", help="continue this run (its directory, or its checkpoints/last.ckpt) with its "
+                                                        "settings, any --config and flags applied; its preset, name and "
+                                                        "out-dir cannot change")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(train, SegmentConfig)
     train.set_defaults(func=run_train)
@@ -60,12 +65,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_args(args, SegmentConfig)
     if args.resume:
-        from iic.segmentation.engine import saved_config
-
-        config = saved_config(args.resume)  # the run's settings, then --config, then flags
-        if args.config_file:
-            config = config_from_dict(SegmentConfig, read_yaml(args.config_file), config)
-        config = config_from_dict(SegmentConfig, overrides, config)
+        config = resumed_settings(args.resume, args.config_file, overrides)
     else:
         config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
     validate_config(config)
@@ -84,16 +84,25 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def resumed_settings(resume: str, config_file: str | None, overrides: dict) -> SegmentConfig:
+    from iic.segmentation.engine import resume_paths, saved_config
+
+    _, checkpoint = resume_paths(resume)
+    return resumed_config(SegmentConfig, saved_config(checkpoint), config_file, overrides)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    from iic.segmentation.engine import build_source, evaluate_module, evaluation_loader, format_scores, load_module
+    from iic.segmentation.engine import (build_source, evaluate_module, evaluation_loader, format_scores, load_module,
+                                         scaled_size)
 
     module = load_module(args.checkpoint)
     overrides = {name: getattr(args, name) for name in DATA_FIELDS if getattr(args, name, None) is not None}
-    config = config_from_dict(SegmentConfig, overrides, module.config)
+    config = evaluation_config(module.config, overrides)
     validate_config(config)
     source = build_source(config, "eval")
     if not source.has_labels:
         raise IICError("evaluation needs label maps, and this data has none")
+    scaled_size(source, config.scale, "evaluation")
     if len(source.class_names) != len(module.class_names):
         module.class_names = list(source.class_names)
         module.tables = _fresh_tables(module, len(source.class_names))
@@ -101,6 +110,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{len(source)} images of {config.dataset} ({', '.join(config.eval_splits)})")
     print(format_scores(scores, source.class_names))
     return 0
+
+
+def evaluation_config(trained: SegmentConfig, overrides: dict) -> SegmentConfig:
+    """The trained settings with the data flags applied; on other data, its own classes unless flags name them."""
+    config = config_from_dict(SegmentConfig, overrides, trained)
+    if (config.dataset, config.data_path) != (trained.dataset, trained.data_path):
+        defaults = SegmentConfig()
+        config = dataclasses.replace(config, **{key: getattr(defaults, key) for key in CLASS_FIELDS if key not in overrides})
+    return config
 
 
 def _fresh_tables(module, num_classes: int):

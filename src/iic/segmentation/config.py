@@ -12,6 +12,7 @@ from iic.errors import IICError
 CAMVID_NPZ = "../shared/datasets/camvid_180x240_trainval.npz"
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/iic/segmentation/config.py → the project folder
 SLIM_WIDTHS = (32, 64, 64, 64, 96, 96)
+MIN_INPUT_SIDE = 2  # pixels a side that SegmentationNet10a's 2×2 max-pool needs
 
 
 @dataclass
@@ -142,6 +143,10 @@ def validate_config(config: SegmentConfig) -> None:
         raise IICError(f"crop_size must be an even number of pixels ≥ 2, got {config.crop_size}")
     if config.T >= config.crop_size:
         raise IICError(f"T={config.T} is too large for {config.crop_size}×{config.crop_size} crops: it must be below {config.crop_size}")
+    if config.eval_crop_size != 0 and config.eval_crop_size < MIN_INPUT_SIDE:
+        raise IICError(f"eval_crop_size must be 0 (whole images) or at least {MIN_INPUT_SIDE}, got {config.eval_crop_size}")
+    if config.num_subheads < 1:
+        raise IICError(f"num_subheads must be at least 1, got {config.num_subheads}")
     if not 0 < config.scale < math.inf:
         raise IICError(f"scale must be positive and finite, got {config.scale}")
     if config.batch_size < 1 or config.eval_batch_size < 1:

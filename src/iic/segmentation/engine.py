@@ -24,12 +24,13 @@ from PIL import Image
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, kept_metrics_history,
-                        lightning_interrupts, make_run_dir, new_run_dir, read_checkpoint)
+                        lightning_interrupts, make_run_dir, new_run_dir, read_checkpoint,
+                        removed_if_stopped_before_a_checkpoint)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
-from iic.segmentation.config import SegmentConfig, resolve_data_path, validate_config
+from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig, resolve_data_path, validate_config
 from iic.segmentation.data import (
     IGNORE, CocoStuffSource, EvaluationImages, FolderSource, PotsdamSource, SegmentationSource, TrainingCrops,
     demo_source, load_npz_source,
@@ -68,6 +69,29 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
     if len(source) == 0:
         raise IICError(f"no images in {data_path}")
     return source
+
+
+def scaled_size(source: SegmentationSource, scale: float, images: str) -> tuple[int, int]:
+    """The size (h, w) of the first of the ``images`` ("training", "evaluation") after ``scale``; one clear error when
+    that is below what the network takes."""
+    image, _ = source[0]
+    size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+    if min(size) < MIN_INPUT_SIDE:
+        raise IICError(f"scale {scale} makes the {images} images {size[0]}×{size[1]} pixels: the network needs at least "
+                       f"{MIN_INPUT_SIDE} a side")
+    return size
+
+
+def check_training_sizes(config: SegmentConfig, source: SegmentationSource) -> None:
+    """One clear error for a crop or a T that the (scaled) training images cannot take."""
+    h, w = scaled_size(source, config.scale, "training")
+    # Against the longer side: padding a shorter one is the paper's practice (COCO-Stuff's curated images can be
+    # 119 pixels high at scale 0.33, under 128-pixel crops); a crop beyond both sides would be padding alone.
+    if config.crop_size > max(h, w):
+        raise IICError(f"crop_size={config.crop_size} is larger than the {h}×{w} training images (after scale "
+                       f"{config.scale}): it must be at most {max(h, w)}")
+    if config.T >= min(h, w):
+        raise IICError(f"T={config.T} is too large for {h}×{w} images with {config.crop_size}-pixel crops")
 
 
 def evaluation_loader(config: SegmentConfig, source: SegmentationSource, world_size: int = 1,
@@ -121,6 +145,12 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self):
         trunk = list(self.net.trunk.parameters())
         return [torch.optim.Adam(trunk + list(self.net.heads[head].parameters()), lr=self.config.lr) for head in self.head_names]
+
+    def on_train_start(self):
+        # A resumed run's optimisers come back with the lr they were saved with: train at this run's (new) --lr.
+        for optimiser in self.trainer.optimizers:
+            for group in optimiser.param_groups:
+                group["lr"] = self.config.lr
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return network_input(x, self.color_channels, self.config.sobel, self.config.include_rgb)
@@ -339,8 +369,8 @@ class TrainResult:
 
 def train(config: SegmentConfig, progress: bool = True, resume: str | Path | None = None,
           on_start: Callable[[], None] | None = None) -> TrainResult:
-    """Validate, read the data, then train in a new run directory (or continue the run of the checkpoint
-    ``resume``); evaluate and draw at the end. ``on_start`` is called in the main process once every check
+    """Validate, read the data, then train in a new run directory (or continue the run ``resume``: a run directory
+    or its checkpoints/last.ckpt); evaluate and draw at the end. ``on_start`` is called in the main process once every check
     has passed and the run directory exists."""
     validate_config(config)
     train_source = build_source(config, "train")
@@ -348,15 +378,13 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         eval_source = train_source if config.label_dir else None
     else:
         eval_source = build_source(config, "eval")
-    probe_image, _ = train_source[0]
-    scaled = (round(probe_image.shape[0] * config.scale), round(probe_image.shape[1] * config.scale))
-    if config.T >= min(scaled) or config.T >= config.crop_size:
-        raise IICError(f"T={config.T} is too large for {scaled[0]}×{scaled[1]} images with {config.crop_size}-pixel crops")
+    check_training_sizes(config, train_source)
+    if eval_source is not None:
+        scaled_size(eval_source, config.scale, "evaluation")
 
     L.seed_everything(config.seed, verbose=False)
     if resume is not None:
-        resume = checkpoint_file(resume)
-        run_dir = resume.parent.parent
+        run_dir, resume = resume_paths(resume)
     else:
         run_dir = new_run_dir(config.out_dir, config.name, f"segment-{config.preset}")
     class_names = eval_source.class_names if eval_source is not None else train_source.class_names
@@ -375,20 +403,24 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
     # Each process evaluates its share; the contingency tables sum the shares (during training and at the end).
     eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
                    if eval_source is not None else None)
-    resumed_step = check_resumable(module, resume, passes) if resume is not None else None
+    resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
+    created = False
     if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
-        make_run_dir(run_dir, config)
+        created = make_run_dir(run_dir, config, fresh=resume is None)
         if on_start is not None:
             on_start()
-    with kept_metrics_history(trainer, run_dir, resumed_step), lightning_interrupts(trainer):
+    with (removed_if_stopped_before_a_checkpoint(trainer, run_dir, created),
+          kept_metrics_history(trainer, run_dir, resumed_passes), lightning_interrupts(trainer)):
         trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
         ensure_best_checkpoint(trainer, run_dir)
+    never_validated = not trainer.checkpoint_callback.best_model_path  # best.ckpt is then the final model too
     # Lightning's teardown has moved the module to the CPU; GPU collectives (NCCL) need it back on its device.
     module.to(trainer.strategy.root_device)
     broadcast_buffers(module)
     scores = evaluate_module(module, eval_loader, module.device) if eval_loader is not None else {}
-    # The last checkpoint is rewritten so that it carries the final evaluation's cluster → class mapping.
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    # Rewritten so that they carry the final evaluation's cluster → class mapping.
+    for name in ("last", "best") if never_validated else ("last",):
+        trainer.save_checkpoint(run_dir / "checkpoints" / f"{name}.ckpt")
     if not trainer.is_global_zero:
         return TrainResult(run_dir, scores, module)
     if scores:
@@ -397,6 +429,21 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
             sort_keys=False).encode())
     write_segmentation_figure(run_dir / "segmentation.png", module, eval_source or train_source, config)
     return TrainResult(run_dir, scores, module)
+
+
+def resume_paths(resume: str | Path) -> tuple[Path, Path]:
+    """The run directory and checkpoint that ``resume`` (a run directory, or its checkpoints/last.ckpt) continues.
+    Any other checkpoint is refused: a copy elsewhere would get a run written around it, and best.ckpt would roll
+    the run back over its newer last.ckpt and metrics."""
+    path = Path(resume).expanduser()
+    if not path.exists():
+        raise IICError(f"cannot resume {path}: no such run directory or checkpoint")
+    if path.is_file() and (path.name != "last.ckpt" or path.parent.name != "checkpoints"):
+        raise IICError(f"cannot resume {path}: --resume takes a run directory or its checkpoints/last.ckpt")
+    run_dir = path if path.is_dir() else path.parent.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise IICError(f"cannot resume {path}: {run_dir} is not a run directory (no config.yaml)")
+    return run_dir, checkpoint_file(run_dir)
 
 
 def saved_config(checkpoint_path: str | Path) -> SegmentConfig:
@@ -452,6 +499,8 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
     ``<name>_overlay.png``, the name its stem unless stems clash (see ``output_names``)."""
     from iic.data.images import load_image
 
+    if not 0 < scale < math.inf:
+        raise IICError(f"scale must be positive and finite, got {scale}")
     mapped = bool((module.cluster_to_class >= 0).any())
     colours = palette(max(module.config.k_b, len(module.class_names)))
     flat_palette = np.zeros((256, 3), dtype=np.uint8)
@@ -459,11 +508,13 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
     if module.extra_channels:
         raise IICError("this model takes extra input channels (e.g. infrared): predict needs RGB-only models")
     images = [load_image(p, channels=3) for p in paths]  # read everything first: no partial output on a bad file
+    for path, image in zip(paths, images):
+        check_predict_size(path, image.shape[:2], scale)
     pictures = []  # and segment everything before writing anything
     for name, image in zip(output_names(paths), images):
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)[None]
         h, w = image.shape[:2]
-        size = (max(2, round(h * scale)), max(2, round(w * scale)))  # the network's pooling needs 2 px a side
+        size = (max(MIN_INPUT_SIDE, round(h * scale)), max(MIN_INPUT_SIDE, round(w * scale)))
         if size != (h, w):
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=size[0] < h or size[1] < w)
         clusters = module.predict_clusters(x)[0]
@@ -476,3 +527,13 @@ def predict_images(module: SegmentationModule, paths: list[Path], out_dir: Path,
     for target, picture in pictures:
         save_png(target, picture)
     return [target for target, _ in pictures]
+
+
+def check_predict_size(path: Path, size: tuple[int, int], scale: float) -> None:
+    """Images narrower than the network takes are enlarged to it; a scale that shrinks one to under that is refused
+    (a whole image squeezed into 2 × 2 pixels segments into noise)."""
+    for side in size:
+        scaled = round(side * scale)
+        if scaled < MIN_INPUT_SIDE and scaled < side:
+            raise IICError(f"scale {scale} shrinks {path} ({size[1]}×{size[0]}) to under {MIN_INPUT_SIDE} pixels a side, "
+                           f"the network's least: give a larger --scale")
