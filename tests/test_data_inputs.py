@@ -222,6 +222,9 @@ def test_sixteen_bit_greyscale_is_scaled_over_its_full_range(tmp_path):
     assert open_image(tmp_path / "deep.png").mode == "I;16"
     assert load_image(tmp_path / "deep.png", 1)[..., 0].tolist() == [[0, 255], [100, 117]]
     assert load_image(tmp_path / "deep.png", 3).shape == (2, 2, 3)
+    maxval_4095 = np.array([[0, 4095], [2047, 1000]], ">u2")  # PIL scales PGM values to 0–65535 by their maximum
+    (tmp_path / "deep.pgm").write_bytes(b"P5\n2 2\n4095\n" + maxval_4095.tobytes())
+    assert load_image(tmp_path / "deep.pgm", 1)[..., 0].tolist() == [[0, 255], [127, 62]]
 
 
 @pytest.mark.parametrize("make, mode", [

@@ -1,5 +1,6 @@
 """Engine pieces that a short run does not reach: divergence, channel conversion for evaluation, config sources."""
 
+import dataclasses
 import math
 
 import pytest
@@ -149,24 +150,53 @@ def test_finished_passes_count_a_passs_own_checkpoint_and_the_end_of_a_run_alike
     assert finished_passes({"epoch": 4}) == 4  # no loop state: the epoch it records
 
 
-def test_a_resumed_runs_metrics_keep_the_finished_passes_on_disk_and_new_rows_are_appended(tmp_path):
+def test_a_resumed_runs_metrics_keep_the_finished_passes_on_disk_and_new_rows_are_appended(tmp_path, monkeypatch):
     import csv
 
-    from iic.engine import RunCSVLogger, kept_metrics_history
+    import iic.engine as engine
 
     (tmp_path / "metrics.csv").write_text("epoch,loss,step\n0,-1.0,9\n1,-2.0,19\n2,-2.5,29\n")  # pass 2 unfinished
-    logger = RunCSVLogger(save_dir=str(tmp_path), name="", version="")
-    trainer = type("Trainer", (), {"is_global_zero": True})()
-    with kept_metrics_history(trainer, tmp_path, resumed_passes=2):
-        rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-        assert [r["epoch"] for r in rows] == ["0", "1"]  # on disk before training goes on: a kill keeps them
-        logger.log_metrics({"loss": -3.0, "epoch": 2}, step=20)
-        logger.save()
-        logger.log_metrics({"val/acc_B": 0.9, "epoch": 2}, step=29)  # a new column
-        logger.save()
+    engine.trim_metrics_for_resume(tmp_path, resumed_passes=2)
+    assert [r["epoch"] for r in csv.DictReader((tmp_path / "metrics.csv").open())] == ["0", "1"]
+    writes, atomic = [], engine.atomic_write_bytes
+    monkeypatch.setattr(engine, "atomic_write_bytes", lambda path, data: (writes.append(path), atomic(path, data)))
+    logger = engine.RunCSVLogger(save_dir=str(tmp_path), name="", version="")
+    logger.log_metrics({"loss": -3.0, "epoch": 2}, step=20)
+    logger.save()
+    assert not writes  # rows of known columns are appended
+    logger.log_metrics({"val/acc_B": 0.9, "epoch": 2}, step=29)  # a new column: the file is rewritten, whole
+    logger.save()
+    assert writes == [tmp_path / "metrics.csv"]
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [(r["epoch"], r["loss"], r["val/acc_B"]) for r in rows] == [
         ("0", "-1.0", ""), ("1", "-2.0", ""), ("2", "-3.0", ""), ("2", "", "0.9")]
+
+
+def test_a_run_killed_after_a_pass_resumes_with_the_passes_left_and_its_history(three_digit_npz, tmp_path, monkeypatch):
+    import csv
+
+    from iic.api import run_training
+
+    config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), out_dir=str(tmp_path), name="run", k_b=3,
+                           k_a=0, head_b_passes=1, num_subheads=1, trunks=1, epochs=3, batch_size=100, accelerator="cpu")
+    original = ClusterModule.on_train_epoch_start
+
+    def killed_in_the_third_pass(self):
+        if self.current_epoch == 2:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", killed_in_the_third_pass)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, progress=False)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 5  # pass 1's own: 5 batches a pass
+    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", original)
+    run_training(config, run_dir=tmp_path / "run", resume=True, progress=False)
+    final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == 3 * 5  # the third pass only
+    epochs = [int(r["epoch"]) for r in csv.DictReader((tmp_path / "run" / "metrics.csv").open())]
+    assert {0, 1, 2} <= set(epochs) and epochs == sorted(epochs)
 
 
 def test_checkpoints_are_written_beside_their_target_and_renamed(tmp_path, monkeypatch):
@@ -196,11 +226,13 @@ def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, 
             return datetime(2026, 1, 2, 3, 4, 5)
 
     monkeypatch.setattr(engine, "datetime", FixedClock)
-    first = engine._fresh_run_dir(str(tmp_path), None, "digits")
-    assert first.name == "digits-20260102-030405" and engine.make_run_dir(first, ClusterConfig(), fresh=True)
+    first = engine._fresh_run_dir(str(tmp_path), None, "digits")  # created at once: the next run sees it taken
+    assert first.name == "digits-20260102-030405" and first.is_dir()
     assert engine._fresh_run_dir(str(tmp_path), None, "digits").name == "digits-20260102-030405-2"
-    with pytest.raises(IICError, match="taken by another run meanwhile"):  # two runs that chose it at once
-        engine.make_run_dir(first, ClusterConfig(), fresh=True)
+    named = engine._fresh_run_dir(str(tmp_path), "mine", "digits")
+    engine.make_run_dir(named, ClusterConfig(), fresh=True)
+    with pytest.raises(IICError, match="taken by another run meanwhile"):  # two runs given one --name at once
+        engine.make_run_dir(named, ClusterConfig(), fresh=True)
 
 
 def test_a_run_stopped_before_its_first_checkpoint_leaves_no_directory(three_digit_npz, tmp_path, monkeypatch):
@@ -212,6 +244,12 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_no_directory(three_dig
     monkeypatch.setattr(ClusterModule, "training_step", interrupted)
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), out_dir=str(tmp_path / "runs"), name="cut",
                            k_b=3, k_a=0, num_subheads=1, trunks=1, epochs=1, accelerator="cpu")
+    (tmp_path / "runs" / "earlier").mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
         run_training(config, progress=False)
-    assert not (tmp_path / "runs" / "cut").exists()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["earlier"]
+    (tmp_path / "runs" / "earlier").rmdir()
+    with pytest.raises(IICError, match="unknown precision"):  # a date-named directory, made as the run started
+        run_training(dataclasses.replace(config, name=None, precision="64-bit", out_dir=str(tmp_path / "new" / "runs")),
+                     progress=False)
+    assert not (tmp_path / "new").exists()  # nor the folders made for it

@@ -136,14 +136,15 @@ def run_training(config: ClusterConfig, run_dir: Path | None = None, resume: boo
 
     Nothing is written before every check has passed; ``on_start(data, run_dir)`` is called then, in the main
     process, just before training."""
-    from iic.engine import fit, lightning_quieted, new_run_dir
+    from iic.engine import fit, lightning_quieted, missing_folders, new_run_dir, removed_if_left_empty
 
     validate_cluster_config(config)
     data = load_cluster_data(config)
+    made = missing_folders(config.out_dir) if run_dir is None else []
     if run_dir is None:
         run_dir = new_run_dir(config.out_dir, config.name, config.preset)
     started = time.perf_counter()
-    with lightning_quieted():
+    with lightning_quieted(), removed_if_left_empty(run_dir, made):
         module, results = fit(config, data, run_dir, resume=resume, enable_progress_bar=progress,
                               on_start=None if on_start is None else lambda: on_start(data, run_dir))
     seconds = time.perf_counter() - started

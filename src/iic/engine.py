@@ -283,20 +283,46 @@ def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
 
 
 def _fresh_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
-    if name is None:  # preset-date-time, then -2, -3, … for runs started in the same second
-        stem = Path(out_dir) / f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        run_dir = next(path for path in (Path(f"{stem}{suffix}") for suffix in ("", *(f"-{i}" for i in range(2, 10**6))))
-                       if not is_taken(path))
-    else:
+    if name is not None:  # claimed when the run starts (make_run_dir)
         run_dir = Path(out_dir) / name
-    check_writable(run_dir, "folder")
-    if is_taken(run_dir):
-        raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
-    return run_dir
+        check_writable(run_dir, "folder")
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
+        return run_dir
+    # preset-date-time, then -2, -3, …: created at once, so that runs started together each get one of their own
+    stem = Path(out_dir) / f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    check_writable(stem, "folder")
+    for suffix in ("", *(f"-{i}" for i in range(2, 1000))):
+        try:
+            Path(f"{stem}{suffix}").mkdir(parents=True)
+            return Path(f"{stem}{suffix}")
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise IICError(f"cannot create the run directory {stem}{suffix}: {exc.strerror or exc}") from None
+    raise IICError(f"run directories {stem}-… are all taken: give a --name")
 
 
-def is_taken(run_dir: Path) -> bool:
-    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` and its ancestors that do not exist (yet), deepest first."""
+    return [p for p in (Path(path), *Path(path).parents) if not p.exists()]
+
+
+@contextmanager
+def removed_if_left_empty(run_dir: Path, made: list[Path]):
+    """A fresh run's directory, and the folders ``made`` for it (``missing_folders`` before), are removed again when
+    the run fails before writing anything in them."""
+    try:
+        yield
+    except BaseException:
+        for folder in (run_dir, *made):
+            try:
+                folder.rmdir()  # only ever an empty one
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
+        raise
 
 
 def parse_devices(devices: str) -> int | list[int] | str:
@@ -418,20 +444,21 @@ def passes_logged(row: dict[str, str]) -> float:
         return math.nan
 
 
-@contextmanager
-def kept_metrics_history(trainer: L.Trainer, run_dir: Path, resumed_passes: int | None):
+def trim_metrics_for_resume(run_dir: Path, resumed_passes: int) -> None:
     """A resumed run's metrics.csv keeps the rows of the passes its checkpoint finished (later ones belong to a
-    pass that is trained again, or to the run's end) and new rows are appended to it, as they are logged."""
+    pass that is trained again, or to the earlier run's final evaluation); new rows are appended to it."""
     path = run_dir / "metrics.csv"
-    if resumed_passes is not None and trainer.is_global_zero and path.is_file():
-        rows = [row for row in read_metric_rows(path) if passes_logged(row) < resumed_passes]
-        columns = sorted({key for row in rows for key in row if key})
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_bytes(path, buffer.getvalue().encode())
-    yield
+    if path.is_file():
+        write_metric_rows(path, [row for row in read_metric_rows(path) if passes_logged(row) < resumed_passes])
+
+
+def write_metric_rows(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or sorted({key for row in rows for key in row if key})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 class AppendingMetricsWriter(ExperimentWriter):
@@ -441,6 +468,9 @@ class AppendingMetricsWriter(ExperimentWriter):
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as handle:
                 self.metrics_keys = next(csv.reader(handle), [])
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:  # on a new column: the whole file, atomically
+        write_metric_rows(Path(self.metrics_file_path), read_metric_rows(Path(self.metrics_file_path)), fieldnames)
 
 
 class RunCSVLogger(CSVLogger):
@@ -544,8 +574,9 @@ def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any],
 
 
 def finished_passes(checkpoint: dict[str, Any]) -> int:
-    """Passes over the data a checkpoint has finished: a pass's own checkpoint, saved as it ends, records its index
-    as ``epoch``, the end of a run the count; Lightning's loop progress counts both alike."""
+    """Passes over the data a checkpoint has finished, from Lightning's loop progress. (Its ``epoch`` would not do:
+    a pass's own checkpoint, saved as the pass ends, records the pass's index, the end of a run the count. Only a
+    checkpoint without loop state falls back on it.)"""
     try:
         return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
     except (KeyError, TypeError, ValueError):
@@ -572,12 +603,11 @@ def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int
     return passes
 
 
-def make_run_dir(run_dir: Path, config: Any, fresh: bool = False) -> bool:
-    """Create ``run_dir`` (if need be) and write its config; return whether it was created.
+def make_run_dir(run_dir: Path, config: Any, fresh: bool = False) -> None:
+    """Create ``run_dir`` (if need be) and write its config.
 
     ``fresh``: a new run's directory, claimed by creating its config.yaml exclusively, so that of two runs started
-    at once with the same name the second stops instead of sharing the first one's directory."""
-    created = not run_dir.exists()
+    at once with the same --name the second stops instead of sharing the first one's directory."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
@@ -587,18 +617,22 @@ def make_run_dir(run_dir: Path, config: Any, fresh: bool = False) -> bool:
         raise IICError(f"run directory {run_dir} was taken by another run meanwhile: choose another --name") from None
     except OSError as exc:
         raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
-    save_config(config, run_dir / "config.yaml")
-    return created
+    try:
+        save_config(config, run_dir / "config.yaml")
+    except BaseException:
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 @contextmanager
-def removed_if_stopped_before_a_checkpoint(trainer: L.Trainer, run_dir: Path, created: bool):
-    """A new run stopped (Ctrl-C, an error) before its first checkpoint leaves no directory behind: it could
-    neither be resumed nor its name used again."""
+def removed_if_stopped_before_a_checkpoint(trainer: L.Trainer, run_dir: Path, fresh: bool):
+    """A new run (``fresh``: its directory claimed by make_run_dir, empty before) stopped by Ctrl-C or an error
+    before its first checkpoint leaves no directory behind: it could neither be resumed nor its name used again."""
     try:
         yield
     except BaseException:
-        if created and trainer.is_global_zero and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        if fresh and trainer.is_global_zero and not (run_dir / "checkpoints" / "last.ckpt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -624,13 +658,13 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
     resumed_passes = check_resumable(module, last, config.epochs * passes) if resume else None
     check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
-    created = False
     if trainer.is_global_zero:
-        created = make_run_dir(run_dir, config, fresh=not resume)
+        make_run_dir(run_dir, config, fresh=not resume)
+        if resumed_passes is not None:
+            trim_metrics_for_resume(run_dir, resumed_passes)
         if on_start is not None:
             on_start()
-    with (removed_if_stopped_before_a_checkpoint(trainer, run_dir, created),
-          kept_metrics_history(trainer, run_dir, resumed_passes), lightning_interrupts(trainer)):
+    with removed_if_stopped_before_a_checkpoint(trainer, run_dir, fresh=not resume), lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         ensure_best_checkpoint(trainer, run_dir)
         if config.refit_subheads:

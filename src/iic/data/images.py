@@ -12,8 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from iic.errors import IICError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-# Modes PIL converts losslessly enough to 8-bit L/RGB. 16-bit greyscale is scaled over its full range to 8 bits,
-# as PIL reads 16-bit colour PNGs; 32-bit and float images have no range to scale from that we could trust.
+# Modes PIL converts losslessly enough to 8-bit L/RGB. 16-bit greyscale (and PGM, which PIL reads as I, 0–65535)
+# is scaled from 0–65535 to 0–255; 32-bit and float images have no range to scale from that we could trust.
 CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV"}
 SIXTEEN_BIT_GREY_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -40,7 +40,7 @@ def list_image_files(folder: str | os.PathLike, recursive: bool = False) -> list
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []  # the same order anywhere
         files.extend(p for p in map(Path(root).joinpath, names) if is_image_file(p) and p.is_file())
     if not files:
         raise IICError(f"no images found in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -82,7 +82,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
             ignore_damaged_metadata_warnings()
             with Image.open(path) as image:
                 image.load()
-                return image.copy()
+                decoded = image.copy()
+                decoded.format = image.format  # which a copy drops: a PGM's 16 bits are told by it
+                return decoded
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise IICError(f"cannot read image {path}: too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -106,9 +108,10 @@ def load_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
     ``upright``: turned as its EXIF orientation says, as viewers show it (a phone photo stored sideways);
     False keeps the stored pixels, which label maps drawn on them match."""
     image = open_image(path)
+    sixteen_bit = image.mode in SIXTEEN_BIT_GREY_MODES or (image.mode == "I" and image.format == "PPM")
     if upright:
         image = upright_image(image)
-    if image.mode in SIXTEEN_BIT_GREY_MODES:
+    if sixteen_bit:
         image = Image.fromarray(np.rint(np.asarray(image, dtype=np.float32) / 257).astype(np.uint8))
     if image.mode not in CONVERTIBLE_MODES:
         raise IICError(f"unsupported image mode {image.mode!r} in {path}: expected a greyscale (8 or 16 bits), "
@@ -143,7 +146,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename, so that a power cut leaves the old file or the new
         os.replace(tmp, path)
     except OSError as exc:
         raise IICError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -11,8 +11,8 @@ from iic.segmentation.config import PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, Segme
 # Settings that say where the data is and how to read it: the ones evaluate may change on a trained model.
 DATA_FIELDS = ("dataset", "data_path", "label_dir", "ignore_index", "class_groups", "class_names", "eval_splits",
                "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
-# What the trained data's classes were: not carried over to other data.
-CLASS_FIELDS = ("class_names", "class_groups")
+# What belongs to the trained data (its classes and label maps): not carried over to other data.
+TRAINED_DATA_FIELDS = ("class_names", "class_groups", "label_dir")
 
 
 def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -113,11 +113,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def evaluation_config(trained: SegmentConfig, overrides: dict) -> SegmentConfig:
-    """The trained settings with the data flags applied; on other data, its own classes unless flags name them."""
+    """The trained settings with the data flags applied; on other data, its own classes and label maps (none
+    unless flags give them: the trained data's would be paired with other images by file name)."""
     config = config_from_dict(SegmentConfig, overrides, trained)
     if (config.dataset, config.data_path) != (trained.dataset, trained.data_path):
         defaults = SegmentConfig()
-        config = dataclasses.replace(config, **{key: getattr(defaults, key) for key in CLASS_FIELDS if key not in overrides})
+        config = dataclasses.replace(config, **{key: getattr(defaults, key) for key in TRAINED_DATA_FIELDS if key not in overrides})
     return config
 
 

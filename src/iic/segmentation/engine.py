@@ -23,9 +23,9 @@ from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, kept_metrics_history,
-                        lightning_interrupts, make_run_dir, new_run_dir, read_checkpoint,
-                        removed_if_stopped_before_a_checkpoint)
+from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, lightning_interrupts,
+                        make_run_dir, missing_folders, new_run_dir, read_checkpoint, removed_if_left_empty,
+                        removed_if_stopped_before_a_checkpoint, trim_metrics_for_resume)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -383,36 +383,38 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         scaled_size(eval_source, config.scale, "evaluation")
 
     L.seed_everything(config.seed, verbose=False)
+    made = [] if resume is not None else missing_folders(config.out_dir)
     if resume is not None:
         run_dir, resume = resume_paths(resume)
     else:
         run_dir = new_run_dir(config.out_dir, config.name, f"segment-{config.preset}")
-    class_names = eval_source.class_names if eval_source is not None else train_source.class_names
-    module_class = ValidatedSegmentationModule if eval_source is not None else SegmentationModule
-    module = module_class(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
-    passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
-    # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
-    trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
-                            reload_dataloaders=False, enable_progress_bar=progress)
-    check_shares(trainer.world_size, len(train_source), len(eval_source) if eval_source is not None else None, at_least=1)
-    train_loader = torch.utils.data.DataLoader(
-        TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
-        batch_size=min(config.batch_size, len(train_source) // trainer.world_size),  # under DDP: each process's share
-        shuffle=True, drop_last=True, num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
-    )
-    # Each process evaluates its share; the contingency tables sum the shares (during training and at the end).
-    eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
-                   if eval_source is not None else None)
-    resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
-    created = False
-    if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is made
-        created = make_run_dir(run_dir, config, fresh=resume is None)
-        if on_start is not None:
-            on_start()
-    with (removed_if_stopped_before_a_checkpoint(trainer, run_dir, created),
-          kept_metrics_history(trainer, run_dir, resumed_passes), lightning_interrupts(trainer)):
-        trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
-        ensure_best_checkpoint(trainer, run_dir)
+    with removed_if_left_empty(run_dir, made):  # a fresh run's directory, if a check below fails
+        class_names = eval_source.class_names if eval_source is not None else train_source.class_names
+        module_class = ValidatedSegmentationModule if eval_source is not None else SegmentationModule
+        module = module_class(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
+        passes = config.epochs * ((config.head_a_passes if config.k_a else 0) + config.head_b_passes)
+        # The project's Trainer (run layout, last + best checkpoints, precision, devices and DDP, max_minutes).
+        trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(1, config.eval_every),
+                                reload_dataloaders=False, enable_progress_bar=progress)
+        check_shares(trainer.world_size, len(train_source), len(eval_source) if eval_source is not None else None, at_least=1)
+        train_loader = torch.utils.data.DataLoader(
+            TrainingCrops(train_source, config.crop_size, config.scale, config.mask_unlabelled),
+            batch_size=min(config.batch_size, len(train_source) // trainer.world_size),  # under DDP: each process's share
+            shuffle=True, drop_last=True, num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+        )
+        # Each process evaluates its share; the contingency tables sum the shares (during training and at the end).
+        eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
+                       if eval_source is not None else None)
+        resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
+        if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is written in
+            make_run_dir(run_dir, config, fresh=resume is None)
+            if resumed_passes is not None:
+                trim_metrics_for_resume(run_dir, resumed_passes)
+            if on_start is not None:
+                on_start()
+        with removed_if_stopped_before_a_checkpoint(trainer, run_dir, fresh=resume is None), lightning_interrupts(trainer):
+            trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
+            ensure_best_checkpoint(trainer, run_dir)
     never_validated = not trainer.checkpoint_callback.best_model_path  # best.ckpt is then the final model too
     # Lightning's teardown has moved the module to the CPU; GPU collectives (NCCL) need it back on its device.
     module.to(trainer.strategy.root_device)
@@ -535,5 +537,5 @@ def check_predict_size(path: Path, size: tuple[int, int], scale: float) -> None:
     for side in size:
         scaled = round(side * scale)
         if scaled < MIN_INPUT_SIDE and scaled < side:
-            raise IICError(f"scale {scale} shrinks {path} ({size[1]}×{size[0]}) to under {MIN_INPUT_SIDE} pixels a side, "
+            raise IICError(f"scale {scale} shrinks {path} ({size[0]}×{size[1]}) to under {MIN_INPUT_SIDE} pixels a side, "
                            f"the network's least: give a larger --scale")
