@@ -84,6 +84,10 @@ def test_bad_input_is_one_clear_error_before_anything_is_written(run, tmp_path):
         run.model.predict(np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(IICError, match="no images given"):
         run.model.predict([])
+    with pytest.raises(IICError, match="must be an array, a tensor, image files or a folder, got generator"):
+        run.model.predict(image for image in np.zeros((2, 16, 16)))
+    with pytest.raises(IICError, match="all image paths or all arrays, not a mix"):
+        run.model.predict([str(tmp_path / "0.png"), np.zeros((16, 16))])
     with pytest.raises(IICError, match="images of different shapes"):
         run.model.predict([np.zeros((16, 16)), np.zeros((8, 8))])
     with pytest.raises(IICError, match="unknown head 'C': use A or B"):

@@ -59,10 +59,15 @@ class ClusterModel:
         if is_tensor:
             images = images.detach().cpu().numpy()
         else:
+            if isinstance(images, Sequence) and any(isinstance(p, (str, os.PathLike)) for p in images):
+                raise IICError("a list of images must be all image paths or all arrays, not a mix")
             try:
                 images = np.asarray(images)
             except ValueError:  # a list of arrays of different shapes
                 raise IICError("images of different shapes: give one array, or image files") from None
+            if images.dtype == object:  # e.g. a generator, or None
+                given = type(images.item()).__name__ if images.ndim == 0 else "a list of other things"
+                raise IICError(f"images must be an array, a tensor, image files or a folder, got {given}")
         shape = tuple(images.shape)
         if len(shape) == 3 and not is_tensor and shape[-1] in (1, 3):
             raise IICError(f"an array shaped {shape} reads as one H×W×C image, not a batch of {shape[0]} images: "
