@@ -172,29 +172,34 @@ def test_a_resumed_runs_metrics_keep_the_finished_passes_on_disk_and_new_rows_ar
         ("0", "-1.0", ""), ("1", "-2.0", ""), ("2", "-3.0", ""), ("2", "", "0.9")]
 
 
-def test_a_run_killed_after_a_pass_resumes_with_the_passes_left_and_its_history(three_digit_npz, tmp_path, monkeypatch):
+def test_a_run_killed_in_a_pass_resumes_with_the_passes_left_and_the_history_of_those_before(three_digit_npz, tmp_path,
+                                                                                             monkeypatch):
     import csv
 
     from iic.api import run_training
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), out_dir=str(tmp_path), name="run", k_b=3,
-                           k_a=0, head_b_passes=1, num_subheads=1, trunks=1, epochs=3, batch_size=100, accelerator="cpu")
-    original = ClusterModule.on_train_epoch_start
+                           k_a=0, head_b_passes=1, num_subheads=1, trunks=1, epochs=3, batch_size=50, accelerator="cpu")
+    original = ClusterModule.on_train_epoch_end
 
-    def killed_in_the_third_pass(self):
+    def killed_at_the_end_of_the_third_pass(self):  # before its checkpoint, after its rows were logged
         if self.current_epoch == 2:
             raise KeyboardInterrupt
         original(self)
 
-    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", killed_in_the_third_pass)
+    monkeypatch.setattr(ClusterModule, "on_train_epoch_end", killed_at_the_end_of_the_third_pass)
     with pytest.raises(KeyboardInterrupt):
         run_training(config, progress=False)
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 5  # pass 1's own: 5 batches a pass
-    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", original)
-    run_training(config, run_dir=tmp_path / "run", resume=True, progress=False)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 10  # pass 1's own: 10 batches a pass
+    rows_of_pass = lambda: [r for r in csv.DictReader((tmp_path / "run" / "metrics.csv").open()) if r["epoch"] == "2"]  # noqa: E731
+    assert rows_of_pass()  # logged by the pass that was killed
+    monkeypatch.setattr(ClusterModule, "on_train_epoch_end", original)
+    run_training(config, resume=tmp_path / "run", progress=False)
     final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert final["global_step"] == 3 * 5  # the third pass only
+    assert final["global_step"] == 3 * 10  # the third pass, once
+    steps = [int(r["step"]) for r in rows_of_pass() if r["loss"]]
+    assert steps == sorted(set(steps))  # the killed pass's rows gone, the new ones in their place
     epochs = [int(r["epoch"]) for r in csv.DictReader((tmp_path / "run" / "metrics.csv").open())]
     assert {0, 1, 2} <= set(epochs) and epochs == sorted(epochs)
 
@@ -226,16 +231,19 @@ def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, 
             return datetime(2026, 1, 2, 3, 4, 5)
 
     monkeypatch.setattr(engine, "datetime", FixedClock)
-    first = engine._fresh_run_dir(str(tmp_path), None, "digits")  # created at once: the next run sees it taken
-    assert first.name == "digits-20260102-030405" and first.is_dir()
-    assert engine._fresh_run_dir(str(tmp_path), None, "digits").name == "digits-20260102-030405-2"
-    named = engine._fresh_run_dir(str(tmp_path), "mine", "digits")
-    engine.make_run_dir(named, ClusterConfig(), fresh=True)
-    with pytest.raises(IICError, match="taken by another run meanwhile"):  # two runs given one --name at once
-        engine.make_run_dir(named, ClusterConfig(), fresh=True)
+    with engine.fresh_run_dir(str(tmp_path), None, "digits") as first:  # created at once: the next run sees it taken
+        assert first.name == "digits-20260102-030405" and first.is_dir()
+        with engine.fresh_run_dir(str(tmp_path), None, "digits") as second:
+            assert second.name == "digits-20260102-030405-2"
+    with engine.fresh_run_dir(str(tmp_path), "mine", "digits"):
+        with pytest.raises(IICError, match="already exists|taken by another run meanwhile"):  # one --name, twice
+            with engine.fresh_run_dir(str(tmp_path), "mine", "digits"):
+                pass
+        assert (tmp_path / "mine" / "config.yaml").exists()  # the first run's claim stands
 
 
-def test_a_run_stopped_before_its_first_checkpoint_leaves_no_directory(three_digit_npz, tmp_path, monkeypatch):
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_but_what_was_there(three_digit_npz, tmp_path,
+                                                                                    monkeypatch):
     from iic.api import run_training
 
     def interrupted(self, batch, batch_idx):
@@ -248,7 +256,9 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_no_directory(three_dig
     with pytest.raises(KeyboardInterrupt):
         run_training(config, progress=False)
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["earlier"]
-    (tmp_path / "runs" / "earlier").rmdir()
+    with pytest.raises(KeyboardInterrupt):  # an empty folder of the user's, given by name, is kept (emptied)
+        run_training(dataclasses.replace(config, name="earlier"), progress=False)
+    assert (tmp_path / "runs" / "earlier").is_dir() and not any((tmp_path / "runs" / "earlier").iterdir())
     with pytest.raises(IICError, match="unknown precision"):  # a date-named directory, made as the run started
         run_training(dataclasses.replace(config, name=None, precision="64-bit", out_dir=str(tmp_path / "new" / "runs")),
                      progress=False)

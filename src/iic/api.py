@@ -12,6 +12,7 @@ The ``iic`` command is a thin layer over these functions.
 import dataclasses
 import os
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,22 +136,21 @@ def train(config: ClusterConfig | str | os.PathLike | None = None, *, preset: st
     return run_training(config, progress=progress)
 
 
-def run_training(config: ClusterConfig, run_dir: Path | None = None, resume: bool = False, progress: bool = True,
+def run_training(config: ClusterConfig, resume: Path | None = None, progress: bool = True,
                  on_start: Callable[[ClusterData, Path], None] | None = None) -> TrainedRun:
-    """Check ``config`` and the data, train (or resume ``run_dir``), evaluate, and draw the run's pictures.
+    """Check ``config`` and the data, train in a new run directory (or continue the run directory ``resume``),
+    evaluate, and draw the run's pictures.
 
     Nothing is written before every check has passed; ``on_start(data, run_dir)`` is called then, in the main
     process, just before training."""
-    from iic.engine import fit, lightning_quieted, missing_folders, new_run_dir, removed_if_left_empty
+    from iic.engine import fit, fresh_run_dir, lightning_quieted
 
     validate_cluster_config(config)
     data = load_cluster_data(config)
-    made = missing_folders(config.out_dir) if run_dir is None else []
-    if run_dir is None:
-        run_dir = new_run_dir(config.out_dir, config.name, config.preset)
     started = time.perf_counter()
-    with lightning_quieted(), removed_if_left_empty(run_dir, made):
-        module, results = fit(config, data, run_dir, resume=resume, enable_progress_bar=progress,
+    run_directory = fresh_run_dir(config.out_dir, config.name, config.preset) if resume is None else nullcontext(resume)
+    with run_directory as run_dir, lightning_quieted():
+        module, results = fit(config, data, run_dir, resume=resume is not None, enable_progress_bar=progress,
                               on_start=None if on_start is None else lambda: on_start(data, run_dir))
     seconds = time.perf_counter() - started
     main = module.trainer.is_global_zero

@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
               f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
 
-    run = run_training(config, Path(args.resume) if args.resume else None, resume=bool(args.resume),
+    run = run_training(config, Path(args.resume) if args.resume else None,
                        progress=not args.no_progress, on_start=announce)
     if not run.is_main_process:
         return 0

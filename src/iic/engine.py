@@ -273,56 +273,65 @@ class SessionTimer(Timer):
         pass
 
 
-def new_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
-    """A fresh run directory; DDP's worker processes (which re-run the command) reuse the one of rank 0."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("IIC_RUN_DIR"):
-        return Path(os.environ["IIC_RUN_DIR"])
-    run_dir = _fresh_run_dir(out_dir, name, preset)
+@contextmanager
+def fresh_run_dir(out_dir: str, name: str | None, preset: str):
+    """A new run's directory for the block, claimed at once so that runs started together never share one: named
+    ``<preset>-<date>-<time>`` (then -2, -3, …) and created exclusively, or ``name``, whose config.yaml is created
+    exclusively. A run that fails or is interrupted before its first checkpoint leaves nothing behind: what it wrote
+    is removed, and the folders it made. DDP's worker processes (which re-run the command) get rank 0's."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
+        yield Path(os.environ.get("IIC_RUN_DIR") or Path(out_dir) / (name or preset))  # written by rank 0 only
+        return
+    made = [] if name is None else missing_folders(Path(out_dir) / name)
+    run_dir = claim_run_dir(out_dir, name, preset, made)
     os.environ["IIC_RUN_DIR"] = str(run_dir)
-    return run_dir
+    try:
+        yield run_dir
+    except BaseException:
+        if not (run_dir / "checkpoints" / "last.ckpt").exists():
+            for entry in run_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: another run's too
+                    break
+        raise
 
 
-def _fresh_run_dir(out_dir: str, name: str | None, preset: str) -> Path:
-    if name is not None:  # claimed when the run starts (make_run_dir)
+def claim_run_dir(out_dir: str, name: str | None, preset: str, made: list[Path]) -> Path:
+    """Create (if need be) and claim a new run's directory, adding the folders it creates to ``made``."""
+    if name is not None:
         run_dir = Path(out_dir) / name
         check_writable(run_dir, "folder")
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
-        return run_dir
-    # preset-date-time, then -2, -3, …: created at once, so that runs started together each get one of their own
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "config.yaml", "x"):  # the claim
+                return run_dir
+        except FileExistsError:
+            raise IICError(f"run directory {run_dir} was taken by another run meanwhile: choose another --name") from None
+        except OSError as exc:
+            raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
     stem = Path(out_dir) / f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     check_writable(stem, "folder")
-    for suffix in ("", *(f"-{i}" for i in range(2, 1000))):
+    made.extend(missing_folders(out_dir))
+    for run_dir in (Path(f"{stem}{suffix}") for suffix in ("", *(f"-{i}" for i in range(2, 1000)))):
         try:
-            Path(f"{stem}{suffix}").mkdir(parents=True)
-            return Path(f"{stem}{suffix}")
+            run_dir.mkdir(parents=True)  # the claim
         except FileExistsError:
             continue
         except OSError as exc:
-            raise IICError(f"cannot create the run directory {stem}{suffix}: {exc.strerror or exc}") from None
+            raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+        made.insert(0, run_dir)
+        return run_dir
     raise IICError(f"run directories {stem}-… are all taken: give a --name")
 
 
 def missing_folders(path: str | os.PathLike) -> list[Path]:
     """``path`` and its ancestors that do not exist (yet), deepest first."""
     return [p for p in (Path(path), *Path(path).parents) if not p.exists()]
-
-
-@contextmanager
-def removed_if_left_empty(run_dir: Path, made: list[Path]):
-    """A fresh run's directory, and the folders ``made`` for it (``missing_folders`` before), are removed again when
-    the run fails before writing anything in them."""
-    try:
-        yield
-    except BaseException:
-        for folder in (run_dir, *made):
-            try:
-                folder.rmdir()  # only ever an empty one
-            except FileNotFoundError:
-                continue
-            except OSError:
-                break
-        raise
 
 
 def parse_devices(devices: str) -> int | list[int] | str:
@@ -603,38 +612,12 @@ def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int
     return passes
 
 
-def make_run_dir(run_dir: Path, config: Any, fresh: bool = False) -> None:
-    """Create ``run_dir`` (if need be) and write its config.
-
-    ``fresh``: a new run's directory, claimed by creating its config.yaml exclusively, so that of two runs started
-    at once with the same --name the second stops instead of sharing the first one's directory."""
+def make_run_dir(run_dir: Path, config: Any) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            with open(run_dir / "config.yaml", "x"):
-                pass
-    except FileExistsError:
-        raise IICError(f"run directory {run_dir} was taken by another run meanwhile: choose another --name") from None
     except OSError as exc:
         raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
-    try:
-        save_config(config, run_dir / "config.yaml")
-    except BaseException:
-        if fresh:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-@contextmanager
-def removed_if_stopped_before_a_checkpoint(trainer: L.Trainer, run_dir: Path, fresh: bool):
-    """A new run (``fresh``: its directory claimed by make_run_dir, empty before) stopped by Ctrl-C or an error
-    before its first checkpoint leaves no directory behind: it could neither be resumed nor its name used again."""
-    try:
-        yield
-    except BaseException:
-        if fresh and trainer.is_global_zero and not (run_dir / "checkpoints" / "last.ckpt").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    save_config(config, run_dir / "config.yaml")
 
 
 def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = False,
@@ -659,12 +642,12 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     resumed_passes = check_resumable(module, last, config.epochs * passes) if resume else None
     check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
     if trainer.is_global_zero:
-        make_run_dir(run_dir, config, fresh=not resume)
+        make_run_dir(run_dir, config)
         if resumed_passes is not None:
             trim_metrics_for_resume(run_dir, resumed_passes)
         if on_start is not None:
             on_start()
-    with removed_if_stopped_before_a_checkpoint(trainer, run_dir, fresh=not resume), lightning_interrupts(trainer):
+    with lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         ensure_best_checkpoint(trainer, run_dir)
         if config.refit_subheads:

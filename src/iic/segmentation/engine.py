@@ -11,6 +11,7 @@ import io
 import math
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,9 +24,8 @@ from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, lightning_interrupts,
-                        make_run_dir, missing_folders, new_run_dir, read_checkpoint, removed_if_left_empty,
-                        removed_if_stopped_before_a_checkpoint, trim_metrics_for_resume)
+from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, fresh_run_dir,
+                        lightning_interrupts, make_run_dir, read_checkpoint, trim_metrics_for_resume)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -383,12 +383,11 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         scaled_size(eval_source, config.scale, "evaluation")
 
     L.seed_everything(config.seed, verbose=False)
-    made = [] if resume is not None else missing_folders(config.out_dir)
     if resume is not None:
         run_dir, resume = resume_paths(resume)
-    else:
-        run_dir = new_run_dir(config.out_dir, config.name, f"segment-{config.preset}")
-    with removed_if_left_empty(run_dir, made):  # a fresh run's directory, if a check below fails
+    run_directory = (fresh_run_dir(config.out_dir, config.name, f"segment-{config.preset}") if resume is None
+                     else nullcontext(run_dir))
+    with run_directory as run_dir:
         class_names = eval_source.class_names if eval_source is not None else train_source.class_names
         module_class = ValidatedSegmentationModule if eval_source is not None else SegmentationModule
         module = module_class(config_to_dict(config), class_names, train_source.color_channels, train_source.extra_channels)
@@ -407,12 +406,12 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
                        if eval_source is not None else None)
         resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
         if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is written in
-            make_run_dir(run_dir, config, fresh=resume is None)
+            make_run_dir(run_dir, config)
             if resumed_passes is not None:
                 trim_metrics_for_resume(run_dir, resumed_passes)
             if on_start is not None:
                 on_start()
-        with removed_if_stopped_before_a_checkpoint(trainer, run_dir, fresh=resume is None), lightning_interrupts(trainer):
+        with lightning_interrupts(trainer):
             trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
             ensure_best_checkpoint(trainer, run_dir)
     never_validated = not trainer.checkpoint_callback.best_model_path  # best.ckpt is then the final model too
