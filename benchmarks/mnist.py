@@ -26,7 +26,7 @@ import yaml
 from iic.cli import quiet_libraries
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict
 from iic.data.clustering import load_cluster_data
-from iic.engine import ClusterModule, fit, head_schedule
+from iic.engine import ClusterModule, fit, fresh_run_dir, head_schedule
 from iic.errors import IICError
 from iic.losses import iic_losses
 from iic.metrics import hungarian_mapping
@@ -124,9 +124,9 @@ def main() -> int:
         config.epochs = max(1, round(60 * args.minutes / pass_seconds / passes_per_epoch))
         print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * passes_per_epoch} passes)")
 
-    run_dir = Path(config.out_dir) / config.name
     started = time.perf_counter()
-    module, results = fit(config, data, run_dir, enable_progress_bar=False)
+    with fresh_run_dir(config.out_dir, config.name, "mnist") as run_dir:
+        module, results = fit(config, data, run_dir, enable_progress_bar=False)
     print(f"\ntrained for {(time.perf_counter() - started) / 60:.1f} min; run directory {run_dir}")
 
     print("\n| pass | minutes | ACC (lowest-loss sub-head) | best sub-head ACC (by labels) | NMI | ARI |")

@@ -259,6 +259,15 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_but_what_was_t
     with pytest.raises(KeyboardInterrupt):  # an empty folder of the user's, given by name, is kept (emptied)
         run_training(dataclasses.replace(config, name="earlier"), progress=False)
     assert (tmp_path / "runs" / "earlier").is_dir() and not any((tmp_path / "runs" / "earlier").iterdir())
+
+    def interrupted_after_someone_wrote_in_the_run(self, batch, batch_idx):
+        (tmp_path / "runs" / "cut" / "notes.txt").write_text("mine")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClusterModule, "training_step", interrupted_after_someone_wrote_in_the_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, progress=False)
+    assert [p.name for p in (tmp_path / "runs" / "cut").iterdir()] == ["notes.txt"]  # only what the run wrote goes
     with pytest.raises(IICError, match="unknown precision"):  # a date-named directory, made as the run started
         run_training(dataclasses.replace(config, name=None, precision="64-bit", out_dir=str(tmp_path / "new" / "runs")),
                      progress=False)

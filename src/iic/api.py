@@ -141,14 +141,15 @@ def run_training(config: ClusterConfig, resume: Path | None = None, progress: bo
     """Check ``config`` and the data, train in a new run directory (or continue the run directory ``resume``),
     evaluate, and draw the run's pictures.
 
-    Nothing is written before every check has passed; ``on_start(data, run_dir)`` is called then, in the main
-    process, just before training."""
+    A new run's directory is claimed once the settings and data have passed their checks, and removed again if
+    a later check fails; ``on_start(data, run_dir)`` is called in the main process just before training."""
     from iic.engine import fit, fresh_run_dir, lightning_quieted
 
     validate_cluster_config(config)
     data = load_cluster_data(config)
     started = time.perf_counter()
-    run_directory = fresh_run_dir(config.out_dir, config.name, config.preset) if resume is None else nullcontext(resume)
+    run_directory = (fresh_run_dir(config.out_dir, config.name, config.preset) if resume is None
+                     else nullcontext(Path(resume)))
     with run_directory as run_dir, lightning_quieted():
         module, results = fit(config, data, run_dir, resume=resume is not None, enable_progress_bar=progress,
                               on_start=None if on_start is None else lambda: on_start(data, run_dir))

@@ -273,29 +273,39 @@ class SessionTimer(Timer):
         pass
 
 
+# What a run writes in its directory before its first checkpoint (and atomic_write_bytes's temporary files).
+EARLY_RUN_ENTRIES = ("config.yaml", "hparams.yaml", "metrics.csv", "checkpoints", "tensorboard")
+WORKER_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads ranks
+
+
 @contextmanager
 def fresh_run_dir(out_dir: str, name: str | None, preset: str):
     """A new run's directory for the block, claimed at once so that runs started together never share one: named
     ``<preset>-<date>-<time>`` (then -2, -3, …) and created exclusively, or ``name``, whose config.yaml is created
     exclusively. A run that fails or is interrupted before its first checkpoint leaves nothing behind: what it wrote
-    is removed, and the folders it made. DDP's worker processes (which re-run the command) get rank 0's."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
-        yield Path(os.environ.get("IIC_RUN_DIR") or Path(out_dir) / (name or preset))  # written by rank 0 only
+    is removed, and the folders it made if they are empty then. Processes of rank > 0 create nothing: those that
+    Lightning starts for DDP get rank 0's directory, others (torchrun, SLURM) a name they never write in."""
+    if any(os.environ.get(variable, "0") != "0" for variable in WORKER_RANK_VARIABLES):
+        yield Path(os.environ.get("IIC_RUN_DIR") or Path(out_dir) / (name or preset))
         return
     made = [] if name is None else missing_folders(Path(out_dir) / name)
-    run_dir = claim_run_dir(out_dir, name, preset, made)
-    os.environ["IIC_RUN_DIR"] = str(run_dir)
+    run_dir = None
     try:
+        run_dir = claim_run_dir(out_dir, name, preset, made)
+        os.environ["IIC_RUN_DIR"] = str(run_dir)
         yield run_dir
     except BaseException:
-        if not (run_dir / "checkpoints" / "last.ckpt").exists():
-            for entry in run_dir.iterdir():
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            for folder in made:
-                try:
-                    folder.rmdir()
-                except OSError:  # not empty: another run's too
-                    break
+        if run_dir is not None and not (run_dir / "checkpoints" / "last.ckpt").exists():
+            for entry in run_dir.iterdir() if run_dir.is_dir() else ():
+                if entry.name in EARLY_RUN_ENTRIES or entry.name.startswith("."):
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:  # not empty: someone else's too
+                break
         raise
 
 
@@ -316,7 +326,7 @@ def claim_run_dir(out_dir: str, name: str | None, preset: str, made: list[Path])
             raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
     stem = Path(out_dir) / f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     check_writable(stem, "folder")
-    made.extend(missing_folders(out_dir))
+    made.extend(missing_folders(out_dir))  # before the first mkdir: fresh_run_dir removes them if need be
     for run_dir in (Path(f"{stem}{suffix}") for suffix in ("", *(f"-{i}" for i in range(2, 1000)))):
         try:
             run_dir.mkdir(parents=True)  # the claim
@@ -641,7 +651,7 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
     resumed_passes = check_resumable(module, last, config.epochs * passes) if resume else None
     check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # the directory's config, once every check has passed
         make_run_dir(run_dir, config)
         if resumed_passes is not None:
             trim_metrics_for_resume(run_dir, resumed_passes)

@@ -405,7 +405,7 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
                        if eval_source is not None else None)
         resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
-        if trainer.is_global_zero:  # only now: a bad setting above fails before the run directory is written in
+        if trainer.is_global_zero:  # the directory's config, once every check has passed
             make_run_dir(run_dir, config)
             if resumed_passes is not None:
                 trim_metrics_for_resume(run_dir, resumed_passes)
