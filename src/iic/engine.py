@@ -622,6 +622,18 @@ def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int
     return passes
 
 
+def start_run(trainer: L.Trainer, run_dir: Path, config: Any, resumed_passes: int | None,
+              on_start: Callable[[], None] | None) -> None:
+    """Once every check has passed, in the main process: the run directory's config, a resumed run's metrics
+    trimmed to its finished passes, then ``on_start``."""
+    if trainer.is_global_zero:
+        make_run_dir(run_dir, config)
+        if resumed_passes is not None:
+            trim_metrics_for_resume(run_dir, resumed_passes)
+        if on_start is not None:
+            on_start()
+
+
 def make_run_dir(run_dir: Path, config: Any) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -651,12 +663,7 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
                             reload_dataloaders=data.train_a is not data.train_b, enable_progress_bar=enable_progress_bar)
     resumed_passes = check_resumable(module, last, config.epochs * passes) if resume else None
     check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
-    if trainer.is_global_zero:  # the directory's config, once every check has passed
-        make_run_dir(run_dir, config)
-        if resumed_passes is not None:
-            trim_metrics_for_resume(run_dir, resumed_passes)
-        if on_start is not None:
-            on_start()
+    start_run(trainer, run_dir, config, resumed_passes, on_start)
     with lightning_interrupts(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         ensure_best_checkpoint(trainer, run_dir)

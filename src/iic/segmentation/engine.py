@@ -25,7 +25,7 @@ from PIL import Image
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, fresh_run_dir,
-                        lightning_interrupts, make_run_dir, read_checkpoint, trim_metrics_for_resume)
+                        lightning_interrupts, read_checkpoint, start_run)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -405,12 +405,7 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         eval_loader = (evaluation_loader(config, eval_source, trainer.world_size, trainer.global_rank)
                        if eval_source is not None else None)
         resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
-        if trainer.is_global_zero:  # the directory's config, once every check has passed
-            make_run_dir(run_dir, config)
-            if resumed_passes is not None:
-                trim_metrics_for_resume(run_dir, resumed_passes)
-            if on_start is not None:
-                on_start()
+        start_run(trainer, run_dir, config, resumed_passes, on_start)
         with lightning_interrupts(trainer):
             trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
             ensure_best_checkpoint(trainer, run_dir)
