@@ -255,6 +255,15 @@ def test_a_config_file_given_on_resume_may_not_move_the_run(trained_run, tmp_pat
                           "give more --epochs to train on")
 
 
+def test_resume_takes_the_runs_last_checkpoint_too_but_no_other(trained_run):
+    before = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run / "checkpoints" / "last.ckpt")),
+                          "give more --epochs to train on")  # taken, and found finished
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run / "checkpoints" / "best.ckpt"), "--epochs", "99"),
+                          "--resume takes a run directory or its checkpoints/last.ckpt")
+    assert (trained_run / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
 def test_resume_with_another_architecture_is_refused(trained_run):
     before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
     assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--k-b", "5"), "cannot resume")

@@ -60,9 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_args(args, ClusterConfig)
     if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise IICError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
+        from iic.engine import resume_paths
+
+        run_dir, _ = resume_paths(args.resume)
         saved = read_yaml(run_dir / "config.yaml")
         if is_segmentation_config(saved):
             raise IICError(f"{run_dir} is a segmentation run: resume it with `iic segment train --resume {run_dir}`")
@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
               f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
 
-    run = run_training(config, Path(args.resume) if args.resume else None,
+    run = run_training(config, run_dir if args.resume else None,
                        progress=not args.no_progress, on_start=announce)
     if not run.is_main_process:
         return 0
@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
     train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, else digits)")
     train.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or its checkpoints/last.ckpt) from its "
+                                                    "last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(train, ClusterConfig)
     train.set_defaults(func=cmd_train)

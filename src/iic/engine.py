@@ -576,6 +576,21 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def resume_paths(resume: str | Path) -> tuple[Path, Path]:
+    """The run directory and checkpoint (its last.ckpt, which its readers check for) that ``resume``, a run
+    directory or its checkpoints/last.ckpt, continues. Any other checkpoint is refused: a copy elsewhere would get
+    a run written around it, and best.ckpt would roll the run back over its newer last.ckpt and metrics."""
+    path = Path(resume).expanduser()
+    if not path.exists():
+        raise IICError(f"cannot resume {path}: no such run directory or checkpoint")
+    if path.is_file() and (path.name != "last.ckpt" or path.parent.name != "checkpoints"):
+        raise IICError(f"cannot resume {path}: --resume takes a run directory or its checkpoints/last.ckpt")
+    run_dir = path if path.is_dir() else path.parent.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise IICError(f"cannot resume {path}: {run_dir} is not a run directory (no config.yaml)")
+    return run_dir, run_dir / "checkpoints" / "last.ckpt"
+
+
 def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], Path]:
     """The saved dictionary of a ``kind`` ('clustering' or 'segmentation') checkpoint file or run directory, and
     the file's path; one clear error for a missing or damaged file, or one of the other task."""

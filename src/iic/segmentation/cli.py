@@ -85,7 +85,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def resumed_settings(resume: str, config_file: str | None, overrides: dict) -> SegmentConfig:
-    from iic.segmentation.engine import resume_paths, saved_config
+    from iic.engine import resume_paths
+    from iic.segmentation.engine import saved_config
 
     _, checkpoint = resume_paths(resume)
     return resumed_config(SegmentConfig, saved_config(checkpoint), config_file, overrides)

@@ -24,8 +24,8 @@ from PIL import Image
 
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
-from iic.engine import (build_trainer, check_resumable, checkpoint_file, ensure_best_checkpoint, fresh_run_dir,
-                        lightning_interrupts, read_checkpoint, start_run)
+from iic.engine import (build_trainer, check_resumable, ensure_best_checkpoint, fresh_run_dir, lightning_interrupts,
+                        read_checkpoint, resume_paths, start_run)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -425,21 +425,6 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
             sort_keys=False).encode())
     write_segmentation_figure(run_dir / "segmentation.png", module, eval_source or train_source, config)
     return TrainResult(run_dir, scores, module)
-
-
-def resume_paths(resume: str | Path) -> tuple[Path, Path]:
-    """The run directory and checkpoint that ``resume`` (a run directory, or its checkpoints/last.ckpt) continues.
-    Any other checkpoint is refused: a copy elsewhere would get a run written around it, and best.ckpt would roll
-    the run back over its newer last.ckpt and metrics."""
-    path = Path(resume).expanduser()
-    if not path.exists():
-        raise IICError(f"cannot resume {path}: no such run directory or checkpoint")
-    if path.is_file() and (path.name != "last.ckpt" or path.parent.name != "checkpoints"):
-        raise IICError(f"cannot resume {path}: --resume takes a run directory or its checkpoints/last.ckpt")
-    run_dir = path if path.is_dir() else path.parent.parent
-    if not (run_dir / "config.yaml").is_file():
-        raise IICError(f"cannot resume {path}: {run_dir} is not a run directory (no config.yaml)")
-    return run_dir, checkpoint_file(run_dir)
 
 
 def saved_config(checkpoint_path: str | Path) -> SegmentConfig:
