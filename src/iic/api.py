@@ -12,8 +12,8 @@ The ``iic`` command is a thin layer over these functions.
 import dataclasses
 import os
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ class ClusterModel:
             images = [images]
         if isinstance(images, Sequence) and not images:
             raise IICError("no images given")
-        if isinstance(images, Sequence) and images and all(isinstance(p, (str, os.PathLike)) for p in images):
+        if isinstance(images, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in images):
             files = expand_image_paths(images, recursive=True)
             return images_from_array(np.stack([load_image(f, channels, (size, size)) for f in files]), "images")
         is_tensor = isinstance(images, torch.Tensor)
