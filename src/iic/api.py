@@ -143,10 +143,10 @@ def run_training(config: ClusterConfig, resume: Path | None = None, progress: bo
 
     A new run's directory is claimed once the settings and data have passed their checks, and removed again if
     a later check fails; ``on_start(data, run_dir)`` is called in the main process just before training."""
-    from iic.engine import fit, fresh_run_dir, lightning_quieted
-
     validate_cluster_config(config)
     data = load_cluster_data(config)
+    from iic.engine import fit, fresh_run_dir, lightning_quieted  # Lightning: seconds to import, after the checks
+
     started = time.perf_counter()
     run_directory = (fresh_run_dir(config.out_dir, config.name, config.preset) if resume is None
                      else nullcontext(Path(resume)))

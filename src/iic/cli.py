@@ -3,7 +3,6 @@
 import argparse
 import csv
 import io
-import logging
 import math
 import sys
 import warnings
@@ -14,16 +13,12 @@ from iic.errors import IICError
 
 
 def quiet_libraries() -> None:
-    """Keep Lightning's banners and deprecation chatter out of the user's terminal; our summary says what matters."""
-    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import: import first, then override)
+    """Keep Lightning's banners and deprecation chatter out of the user's terminal; our summary says what matters.
 
-    from iic.engine import LIGHTNING_LOGGERS, ignore_lightning_chatter
-
-    for name in LIGHTNING_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    Importing Lightning takes seconds, and a bad setting or a missing file is found without it: the command
+    imports it only when it trains, evaluates or loads, and quiets it then (``engine.lightning_quieted``)."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    ignore_lightning_chatter()
 
 
 def percent(value: float) -> str:
@@ -192,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv or ["train"])
+    quiet_libraries()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,11 +1,12 @@
-"""Head B re-fitted on the frozen trunk after training (not in the paper; an option, off by default).
+"""Head B re-fitted on the frozen trunk after training (not in the paper; an option, on in the digits preset).
 
 A trunk trained with IIC can hold a better partition than the sub-heads trained with it settled on: on MNIST,
 every sub-head trained with the trunk put the crossed sevens into the cluster of 2, 3 or 4, while a few in a
 hundred fresh sub-heads trained on the frozen trunk with more entropy pressure (λ = ``refit_lamb``) found the
 partition that keeps them with the sevens (in four runs of five), and in three of those four it then had the
-lowest loss (in the fourth it missed by 0.0001; BENCHMARKS.md, MNIST). Still no labels: the sub-heads are
-trained with the IIC loss and chosen by it.
+lowest loss (in the fourth it missed by 0.0001; BENCHMARKS.md, MNIST). On the embedded digits it lifts trunks
+whose sub-heads merged two digits and split another. Still no labels: the sub-heads are trained with the IIC loss
+and chosen by it.
 """
 
 import math

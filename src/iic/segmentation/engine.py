@@ -25,7 +25,7 @@ from PIL import Image
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, ensure_best_checkpoint, fresh_run_dir, lightning_interrupts,
-                        read_checkpoint, resume_paths, start_run)
+                        lightning_quieted, read_checkpoint, resume_paths, start_run)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
 from iic.errors import IICError
 from iic.losses.dense_iic_loss import dense_iic_loss
@@ -367,6 +367,7 @@ class TrainResult:
     module: SegmentationModule
 
 
+@lightning_quieted()
 def train(config: SegmentConfig, progress: bool = True, resume: str | Path | None = None,
           on_start: Callable[[], None] | None = None) -> TrainResult:
     """Validate, read the data, then train in a new run directory (or continue the run ``resume``: a run directory
