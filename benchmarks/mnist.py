@@ -14,7 +14,6 @@ budget ends (unless ``--set epochs=N`` is given).
 
 import argparse
 import csv
-import logging
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from iic.cli import quiet_libraries
 from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict
 from iic.data.clustering import load_cluster_data
-from iic.engine import ClusterModule, fit, fresh_run_dir, head_schedule
+from iic.engine import ClusterModule, fit, fresh_run_dir, head_schedule, lightning_quieted
 from iic.errors import IICError
 from iic.losses import iic_losses
 from iic.metrics import hungarian_mapping
@@ -98,7 +97,6 @@ def main() -> int:
         overrides["widths"] = tuple(args.widths)
     recipe = {**CPU_RECIPE, **overrides}
     quiet_libraries()
-    logging.getLogger("lightning").setLevel(logging.ERROR)
 
     try:
         config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS["mnist"], **recipe, "data_path": args.data,
@@ -133,7 +131,7 @@ def main() -> int:
         print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * passes_per_epoch} passes)")
 
     started = time.perf_counter()
-    with fresh_run_dir(config.out_dir, config.name, "mnist") as run_dir:
+    with fresh_run_dir(config.out_dir, config.name, "mnist") as run_dir, lightning_quieted():
         module, results = fit(config, data, run_dir, enable_progress_bar=False)
     print(f"\ntrained for {(time.perf_counter() - started) / 60:.1f} min; run directory {run_dir}")
 
