@@ -13,10 +13,10 @@ from iic.errors import IICError
 
 
 def quiet_libraries() -> None:
-    """Keep Lightning's banners and deprecation chatter out of the user's terminal; our summary says what matters.
+    """Keep deprecation chatter out of the user's terminal; our summary says what matters.
 
-    Importing Lightning takes seconds, and a bad setting or a missing file is found without it: the command
-    imports it only when it trains, evaluates or loads, and quiets it then (``engine.lightning_quieted``)."""
+    Lightning's banners are quieted where it is used (``engine.lightning_quieted``), not here: importing it takes
+    seconds, and a bad setting or a missing file is found without it."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
