@@ -117,7 +117,7 @@ def main() -> int:
     args = parser.parse_args()
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("widths", args.widths),
                                    ("conv_size", args.conv_size)) if v}
-    config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS[args.preset], **overrides})
+    config = config_from_dict(ClusterConfig, {**CLUSTER_PRESETS[args.preset], **overrides, "preset": args.preset})
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
     n = config.batch_size * (args.steps + 2)
