@@ -4,7 +4,8 @@ Prints a profile of one training step (views, forward, loss, backward+step), the
 lowest-loss sub-head against wall-clock time: after every pass, and after head B's re-fit on the frozen trunk.
 The whole run fits ``--total-minutes`` (30): the training budget is what is left after the re-fit and the final
 evaluation, estimated from the profiled views and forward pass (2.2 minutes on a CPU with AVX-512 BF16, 4–9 on a
-2-core AVX2 one); ``--minutes`` sets the training budget itself instead. Usage:
+2-core AVX2 one; a profile of five steps on a noisy machine can put the end a minute or so late); ``--minutes`` sets
+the training budget itself instead. Usage:
 
     .venv/bin/python benchmarks/mnist.py [--total-minutes 30 | --minutes M] [--data ../shared/datasets/mnist.npz]
         [--precision auto|32-true|bf16-mixed] [--widths 64 128 256 512] [--set KEY=VALUE ...]
