@@ -138,8 +138,9 @@ def main() -> int:
         trunk_pass_minutes = steps_per_pass * (timings["views"] + timings["forward"]) / 60
         after = (config.refit_epochs + 1 if config.refit_subheads else 1) * trunk_pass_minutes
         config.max_minutes = max(0.1, args.total_minutes - after)
-        print(f"\ntraining budget {config.max_minutes:.1f} min: {args.total_minutes:g} min less about {after:.1f} for "
-              f"{'head B’s re-fit and ' if config.refit_subheads else ''}the final evaluation")
+        what = "head B's re-fit and the final evaluation" if config.refit_subheads else "the final evaluation"
+        print(f"\ntraining budget {config.max_minutes:.1f} min: {args.total_minutes:g} min less about {after:.1f} "
+              f"for {what}")
 
     if config.lr_schedule != "constant" and "epochs" not in overrides:
         # A schedule needs the run's length: as many epochs as the profiled step time fits in the budget (+10% a
