@@ -1,10 +1,27 @@
-"""Invariant Information Clustering (Ji, Henriques, Vedaldi, ICCV 2019)."""
+"""Invariant Information Clustering (Ji, Henriques, Vedaldi, ICCV 2019).
 
-from iic.api import ClusterModel, TrainedRun, load, train
-from iic.config import ClusterConfig
-from iic.errors import IICError
-from iic.losses import DenseIICLoss, IICLoss, dense_iic_loss, iic_loss
+Names are imported when first used: ``import iic`` (and the ``iic`` command) reads no torch until something needs
+it, so that a bad setting or file is reported in a moment and in little memory."""
 
-__all__ = ["ClusterConfig", "ClusterModel", "DenseIICLoss", "IICError", "IICLoss", "TrainedRun", "dense_iic_loss",
-           "iic_loss", "load", "train"]
+import importlib
+
+_EXPORTS = {
+    "ClusterModel": "iic.api", "TrainedRun": "iic.api", "load": "iic.api", "train": "iic.api",
+    "ClusterConfig": "iic.config",
+    "IICError": "iic.errors",
+    "DenseIICLoss": "iic.losses", "IICLoss": "iic.losses", "dense_iic_loss": "iic.losses", "iic_loss": "iic.losses",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'iic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from iic.errors import IICError
+from iic.errors import ESCAPE, IICError
 
 
 def quiet_libraries() -> None:
@@ -134,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     writer.writerow(["path", "cluster", "probability"])
     for f, c, p in zip(files, clusters.tolist(), confidence.tolist()):
         writer.writerow([str(f), c, f"{p:.4f}"])
-    atomic_write_bytes(args.out, buffer.getvalue().encode())
+    atomic_write_bytes(args.out, buffer.getvalue().encode("utf-8", ESCAPE))  # file names as the file system has them
     counts = torch.bincount(clusters, minlength=probs.shape[1]).tolist()
     print(f"iic predict: {len(files)} image{'' if len(files) == 1 else 's'} → {args.out} (cluster sizes {counts})")
     return 0
@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, never a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=ESCAPE)
     parser = build_parser()
     args = parser.parse_args(argv or ["train"])
     quiet_libraries()

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 
 from iic.data.images import atomic_write_bytes
-from iic.errors import IICError
+from iic.errors import IICError, brief
 
 C = TypeVar("C")
 
@@ -135,10 +135,10 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         return _coerce(name, kind, value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise IICError(f"config value {name}={value!r}: expected a list")
+            raise IICError(f"config value {name}={brief(value)}: expected a list")
         item_type = args[0]
         if args[-1] is not Ellipsis and len(value) != len(args):
-            raise IICError(f"config value {name}={value!r}: expected {len(args)} values")
+            raise IICError(f"config value {name}={brief(value)}: expected {len(args)} values")
         return tuple(_coerce(name, item_type, v) for v in value)
     try:
         if kind is bool:
@@ -159,15 +159,16 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):
-        raise IICError(f"config value {name}={value!r}: expected {getattr(kind, '__name__', kind)}") from None
+        raise IICError(f"config value {name}={brief(value)}: expected {getattr(kind, '__name__', kind)}") from None
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any], base: C | None = None) -> C:
     """A config of type ``cls`` from ``base`` (or the defaults) with ``values`` applied, type-checked."""
     known = {f.name for f in fields(cls)}
-    unknown = sorted(str(key) for key in set(values) - known)  # YAML keys may be numbers or null
-    if unknown:
-        raise IICError(f"unknown config key(s): {', '.join(unknown)}")
+    unknown = sorted(brief(key).strip("'") for key in set(values) - known)
+    if unknown:  # YAML keys may be numbers or null, and as long as the file
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise IICError(f"unknown config key(s): {', '.join(unknown[:5])}{more}")
     hints = _field_types(cls)
     config = base if base is not None else cls()
     return dataclasses.replace(config, **{k: _coerce(k, hints[k], v) for k, v in values.items()})
@@ -196,7 +197,7 @@ def shared_checks(config: Any) -> list[tuple[bool, str]]:
         (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
          f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, got {list(config.jitter)}"),
         (config.name is None or (config.name not in ("", ".", "..") and "/" not in config.name and "\\" not in config.name),
-         f"name must be a plain folder name (no path separators), got {config.name!r}"),
+         f"name must be a plain folder name (no path separators), got {brief(config.name)}"),
         (config.out_dir.strip() != "", "out_dir is empty: give the folder for run directories"),
         (0 <= config.max_minutes <= 1e7, f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
@@ -218,7 +219,7 @@ def validate_cluster_config(config: ClusterConfig) -> None:
         (config.trunks >= 1, f"trunks must be at least 1, got {config.trunks}"),
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
         (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
-        (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"),
+        (config.lr_schedule in LR_SCHEDULES, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {brief(config.lr_schedule)}"),
         (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
         (0 <= config.rotation <= 180, f"rotation must be in 0..180 degrees, got {config.rotation}"),
         (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
@@ -230,7 +231,7 @@ def validate_cluster_config(config: ClusterConfig) -> None:
         (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
          f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
         (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
-        (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {config.x_crop!r}"),
+        (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {brief(config.x_crop)}"),
         (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
         (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
     ]
@@ -239,16 +240,27 @@ def validate_cluster_config(config: ClusterConfig) -> None:
             raise IICError(message)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few dozen lines; more is a mistake or an attack
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file of settings as a dict. PyYAML's safe loader builds no objects and shares aliased nodes (an alias
+    bomb stays small in memory); what reads the values must not expand them (``brief``)."""
     path = Path(path)
     if not path.is_file():
         raise IICError(f"no such config file: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        with path.open("rb") as handle:
+            text = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise IICError(f"config {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a settings file")
+        values = yaml.safe_load(text.decode("utf-8")) or {}
     except yaml.YAMLError as exc:
         raise IICError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise IICError(f"config {path} is not a UTF-8 text file") from None
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        raise IICError(f"cannot parse config {path}: nested too deeply") from None
     except OSError as exc:
         raise IICError(f"cannot read config {path}: {exc.strerror or exc}") from None
     if not isinstance(values, dict):
@@ -311,7 +323,7 @@ def resolve_config(cls: type[C], presets: dict[str, dict[str, Any]], preset: str
     values = read_yaml(yaml_path) if yaml_path else {}
     preset = preset or values.get("preset") or cls().preset
     if not isinstance(preset, str) or preset not in presets:
-        raise IICError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
+        raise IICError(f"unknown preset {brief(preset)}: choose one of {', '.join(presets)}")
     config = config_from_dict(cls, {**presets[preset], "preset": preset})
     config = config_from_dict(cls, {**values, "preset": preset}, config)
     return config_from_dict(cls, overrides, config)

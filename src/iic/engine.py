@@ -5,6 +5,7 @@ import io
 import logging
 import math
 import os
+import pickle
 import shutil
 import time
 import warnings
@@ -29,7 +30,7 @@ from iic.config import ClusterConfig, config_from_dict, config_to_dict, save_con
 from iic.data.clustering import ClusterData, ImageSet, match_channels
 from iic.data.images import atomic_write_bytes, check_writable
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
-from iic.errors import IICError
+from iic.errors import IICError, brief
 from iic.heads import IICNet
 from iic.losses import iic_loss
 from iic.metrics import ContingencyTables, cluster_scores
@@ -511,6 +512,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)
         atomic_write_bytes(path, buffer.getvalue())
 
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's own reads (resuming) are weights-only too, as ``load_plain``'s."""
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
 
 @contextmanager
 def lightning_interrupts(trainer: L.Trainer):
@@ -595,16 +600,31 @@ def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any],
     """The saved dictionary of a ``kind`` ('clustering' or 'segmentation') checkpoint file or run directory, and
     the file's path; one clear error for a missing or damaged file, or one of the other task."""
     path = checkpoint_file(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch/pickle raise many types for a damaged file
-        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
+    checkpoint = load_plain(path)
     if not isinstance(checkpoint, dict):
         raise IICError(f"{path} is not an iic {kind} checkpoint (it holds a {type(checkpoint).__name__})")
     saved_kind = checkpoint_kind(checkpoint.get("hyper_parameters"))
     if saved_kind is not None and saved_kind != kind:  # e.g. a segmentation run given to `iic predict`
         raise IICError(f"{path} is an iic {saved_kind} checkpoint, not a {kind} one: use {COMMANDS_FOR[saved_kind]}")
     return checkpoint, path
+
+
+def load_plain(path: Path) -> Any:
+    """What a checkpoint file holds, read with torch's weights-only unpickler: tensors, numbers, strings, lists and
+    dicts, which is all iic writes. Anything else (a pickled object, whose loading could run any code) is refused
+    unread, naming what it holds."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # reads the pickle's opcodes only
+        except Exception:
+            found = []
+        names = ", ".join(brief(name).strip("'") for name in found[:3]) + (", …" if len(found) > 3 else "")
+        raise IICError(f"{path} holds Python objects{f' ({names})' if names else ''}, not only the tensors and values "
+                       f"an iic checkpoint holds: refused, as loading it could run code") from None
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise IICError(f"{path} is damaged or not a checkpoint ({exc.__class__.__name__})") from None
 
 
 def finished_passes(checkpoint: dict[str, Any]) -> int:
@@ -680,7 +700,7 @@ def fit(config: ClusterConfig, data: ClusterData, run_dir: Path, resume: bool = 
     check_shares(trainer.world_size, min(len(data.train_a), len(data.train_b)), len(data.evaluation))
     start_run(trainer, run_dir, config, resumed_passes, on_start)
     with lightning_interrupts(trainer):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
         ensure_best_checkpoint(trainer, run_dir)
         if config.refit_subheads:
             refit_head_b(module, datamodule, enable_progress_bar)

@@ -7,8 +7,6 @@ superclasses and STL-10 through torchvision, ``.npz`` arrays, and folders of ima
 import dataclasses
 import os
 import pickle
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 
 from iic.config import ClusterConfig
 from iic.data.images import is_image_file, list_image_files, load_image
+from iic.data.npz import open_npz
 from iic.errors import IICError
 
 DEFAULT_ROOT = Path.home() / ".cache" / "iic" / "datasets"
@@ -214,18 +213,8 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """The x/y arrays of an .npz file and the names of all its arrays, or one clear error if it is not a readable .npz."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        # np.load takes any other file for a pickle, and an .npy for one bare array: say what the file is instead.
-        if magic == b"\x93NUMPY":
-            raise IICError(f"{path} is a single .npy array, not an .npz archive of x_train/y_train arrays (numpy.savez writes one)")
-        if not magic.startswith(b"PK"):
-            raise IICError(f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in NPZ_KEYS if key in npz.files}, sorted(npz.files)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise IICError(f"cannot read {path} as .npz arrays: {exc.__class__.__name__}: {exc}") from None
+    with open_npz(path) as npz:
+        return {key: npz[key] for key in NPZ_KEYS if key in npz.files}, sorted(npz.files)
 
 
 def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:

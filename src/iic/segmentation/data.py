@@ -17,8 +17,6 @@ pixels that are masked out (unlabelled, "thing", void), or None when the image h
 * A synthetic demo generated in code: regions that differ only in texture.
 """
 
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from iic.data.images import is_image_file, list_image_files, load_image, load_label_map
+from iic.data.npz import open_npz
 from iic.errors import IICError
 
 IGNORE = -1
@@ -359,15 +358,8 @@ def load_npz_source(path: str | Path, splits: tuple[str, ...], ignore_index: int
     path = Path(path)
     if not path.is_file():
         raise IICError(f"no such .npz file: {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise IICError(f"cannot read {path}: not an .npz archive ({exc.__class__.__name__})") from None
-    try:
-        with archive:
-            images, labels, names, class_names, ignore_index = _read_npz_splits(path, archive, splits, ignore_index)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged member, object arrays
-        raise IICError(f"cannot read {path} as .npz arrays: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+    with open_npz(path) as archive:
+        images, labels, names, class_names, ignore_index = _read_npz_splits(path, archive, splits, ignore_index)
     if len({x.shape[1:] for x in images}) > 1:
         raise IICError(f"{path}: the splits {', '.join(splits)} have different image sizes")
     image_array = np.concatenate(images)

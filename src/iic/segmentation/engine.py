@@ -27,7 +27,7 @@ from iic.data.images import atomic_write_bytes, save_png
 from iic.engine import (build_trainer, check_resumable, ensure_best_checkpoint, fresh_run_dir, lightning_interrupts,
                         lightning_quieted, read_checkpoint, resume_paths, start_run)
 from iic.distributed import broadcast_buffers, check_shares, evaluation_sampler
-from iic.errors import IICError
+from iic.errors import IICError, printable
 from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import ContingencyTables, SegmentationScores, segmentation_scores
 from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig, resolve_data_path, validate_config
@@ -340,7 +340,7 @@ def write_segmentation_figure(path: Path, module: SegmentationModule, source: Se
         for column, (title, picture) in enumerate(panels):
             axis = figure.add_subplot(grid[row, column])
             axis.imshow(picture, interpolation="nearest")
-            axis.set_title(f"{source.item_name(index)}: {title}" if column == 0 else title, fontsize=8)
+            axis.set_title(f"{printable(source.item_name(index))}: {title}" if column == 0 else title, fontsize=8)
             axis.axis("off")
     axis = figure.add_subplot(grid[count, :])
     for head in module.head_names:
@@ -408,7 +408,7 @@ def train(config: SegmentConfig, progress: bool = True, resume: str | Path | Non
         resumed_passes = check_resumable(module, resume, passes) if resume is not None else None
         start_run(trainer, run_dir, config, resumed_passes, on_start)
         with lightning_interrupts(trainer):
-            trainer.fit(module, train_loader, eval_loader, ckpt_path=resume)
+            trainer.fit(module, train_loader, eval_loader, ckpt_path=resume, weights_only=True)
             ensure_best_checkpoint(trainer, run_dir)
     never_validated = not trainer.checkpoint_callback.best_model_path  # best.ckpt is then the final model too
     # Lightning's teardown has moved the module to the CPU; GPU collectives (NCCL) need it back on its device.
