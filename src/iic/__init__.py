@@ -1,13 +1,14 @@
 """Invariant Information Clustering (Ji, Henriques, Vedaldi, ICCV 2019).
 
-Names are imported when first used: ``import iic`` (and the ``iic`` command) reads no torch until something needs
+Clustering: ``iic.train``, ``iic.load`` (iic.clustering); segmentation: ``iic.segmentation.train``, ``.load``; the
+losses alone: ``iic.iic_loss``, ``iic.dense_iic_loss``. Names are imported when first used: ``import iic`` (and the ``iic`` command) reads no torch until something needs
 it, so that a bad setting or file is reported in a moment and in little memory."""
 
 import importlib
 
 _EXPORTS = {
-    "ClusterModel": "iic.api", "TrainedRun": "iic.api", "load": "iic.api", "train": "iic.api",
-    "ClusterConfig": "iic.config",
+    "ClusterModel": "iic.clustering.api", "TrainedRun": "iic.clustering.api", "load": "iic.clustering.api",
+    "train": "iic.clustering.api", "ClusterConfig": "iic.clustering.config", "SegmentConfig": "iic.segmentation.config",
     "IICError": "iic.errors",
     "DenseIICLoss": "iic.losses", "IICLoss": "iic.losses", "dense_iic_loss": "iic.losses", "iic_loss": "iic.losses",
 }

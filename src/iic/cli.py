@@ -1,13 +1,9 @@
-"""The ``iic`` command: train, evaluate and predict (and ``iic segment …`` for segmentation)."""
+"""The ``iic`` command: each task's commands (clustering: train, evaluate, predict; ``iic segment …``), with one
+clear line for bad input."""
 
 import argparse
-import csv
-import io
-import math
 import sys
 import warnings
-from pathlib import Path
-from typing import Any
 
 from iic.errors import ESCAPE, IICError
 
@@ -15,173 +11,21 @@ from iic.errors import ESCAPE, IICError
 def quiet_libraries() -> None:
     """Keep deprecation chatter out of the user's terminal; our summary says what matters.
 
-    Lightning's banners are quieted where it is used (``engine.lightning_quieted``), not here: importing it takes
-    seconds, and a bad setting or a missing file is found without it."""
+    Lightning's banners are quieted where it is used (``engine.trainer.lightning_quieted``), not here: importing it
+    takes seconds, and a bad setting or a missing file is found without it."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def percent(value: float) -> str:
-    return f"{100 * value:5.1f}%"
-
-
-def format_results(results: dict[str, Any]) -> str:
-    lines = []
-    for head in ("B", "A"):
-        if head not in results:
-            continue
-        r = results[head]
-        s = r["reported_subhead"]
-        where = f"sub-head {s}" + (f" of trunk {r['reported_trunk']}" if "reported_trunk" in r else "")
-        name = f"head {head} (k={r['k']}{', many-to-one' if r.get('mapping') == 'many-to-one' else ''})"
-        if not any(math.isfinite(v) for v in r["subhead_losses"]):
-            lines.append(f"{name}: not trained (training stopped before its first pass)")
-        elif "reported" in r:
-            rep, best = r["reported"], r["best_by_labels"]
-            lines.append(f"{name}, {where} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  ARI {rep['ari']:.3f}")
-            lines.append(f"{' ' * len(name)}  best sub-head by labels ({r['best_by_labels_subhead']}, not label-free): "
-                         f"ACC {percent(best['acc'])}  NMI {best['nmi']:.3f}  ARI {best['ari']:.3f}")
-        else:
-            lines.append(f"{name}, {where} (lowest loss): training loss {r['subhead_losses'][s]:.4f}  "
-                         f"cluster sizes {r['cluster_sizes']}")
-    return "\n".join(lines)
-
-
-# --- iic train ----------------------------------------------------------------------------------------
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from iic.config import (CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig, config_from_dict, overrides_from_args,
-                            read_yaml, resolve_config, resumed_config)
-
-    overrides = overrides_from_args(args, ClusterConfig)
-    if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
-        from iic.engine import resume_paths
-
-        run_dir, _ = resume_paths(args.resume)
-        saved = read_yaml(run_dir / "config.yaml")
-        if is_segmentation_config(saved):
-            raise IICError(f"{run_dir} is a segmentation run: resume it with `iic segment train --resume {run_dir}`")
-        config = resumed_config(ClusterConfig, config_from_dict(ClusterConfig, saved), args.config, overrides)
-    else:
-        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config, overrides)
-
-    from iic.api import run_training
-
-    def announce(data, run_dir: Path) -> None:
-        print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
-              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
-
-    run = run_training(config, run_dir if args.resume else None,
-                       progress=not args.no_progress, on_start=announce)
-    if not run.is_main_process:
-        return 0
-    print(f"\ntrained in {run.seconds:.0f} s")
-    print(format_results(run.results))
-    if config.preset in PAPER_ACCURACY and CLUSTER_PRESETS[config.preset].get("dataset") == config.dataset:
-        print(f"(paper, {config.preset}: {PAPER_ACCURACY[config.preset]}%)")
-    print(f"run directory: {run.run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
-    return 0
-
-
-def is_segmentation_config(values: dict[str, Any]) -> bool:
-    """Whether a saved config.yaml is a segmentation run's: it has keys that only segmentation's config has."""
-    import dataclasses
-
-    from iic.config import ClusterConfig
-    from iic.segmentation.config import SegmentConfig
-
-    unknown = set(values) - {f.name for f in dataclasses.fields(ClusterConfig)}
-    return bool(unknown) and unknown <= {f.name for f in dataclasses.fields(SegmentConfig)}
-
-
-# --- iic evaluate ---------------------------------------------------------------------------------------
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from iic.api import load
-    from iic.data.images import check_writable
-    from iic.engine import write_yaml
-
-    model = load(args.run)
-    if args.out is not None:
-        check_writable(args.out)
-    # This machine's accelerator, not the one the model was trained on.
-    results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
-                             accelerator="cpu" if args.cpu else "auto")
-    dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
-    print(f"iic evaluate: {model.path} on {dataset} ({sum(results['B']['cluster_sizes'])} images, protocol {protocol})")
-    print(format_results(results))
-    if args.out is not None:
-        write_yaml(Path(args.out), results)
-        print(f"results written to {args.out}")
-    return 0
-
-
-# --- iic predict ----------------------------------------------------------------------------------------
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from iic.api import load
-    from iic.data.images import atomic_write_bytes, check_writable, expand_image_paths
-
-    model = load(args.checkpoint)
-    check_writable(args.out)
-    files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
-    probs = model.predict_proba(files, head=args.head)
-    confidence, clusters = probs.max(dim=1)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "cluster", "probability"])
-    for f, c, p in zip(files, clusters.tolist(), confidence.tolist()):
-        writer.writerow([str(f), c, f"{p:.4f}"])
-    atomic_write_bytes(args.out, buffer.getvalue().encode("utf-8", ESCAPE))  # file names as the file system has them
-    counts = torch.bincount(clusters, minlength=probs.shape[1]).tolist()
-    print(f"iic predict: {len(files)} image{'' if len(files) == 1 else 's'} → {args.out} (cluster sizes {counts})")
-    return 0
-
-
-# --- parser ---------------------------------------------------------------------------------------------
-
 def build_parser() -> argparse.ArgumentParser:
-    from iic.config import CLUSTER_PRESETS, ClusterConfig, add_config_arguments
+    from iic.clustering.cli import add_clustering_commands
+    from iic.segmentation.cli import add_segment_parser
 
-    parser = argparse.ArgumentParser(prog="iic", description="Invariant Information Clustering: cluster and segment images without labels.")
+    parser = argparse.ArgumentParser(prog="iic", description="Invariant Information Clustering: cluster and segment "
+                                                             "images without labels.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
-    train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, else digits)")
-    train.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
-    train.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or its checkpoints/last.ckpt) from its "
-                                                    "last checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(train, ClusterConfig)
-    train.set_defaults(func=cmd_train)
-
-    ev = sub.add_parser("evaluate", help="evaluate a run or checkpoint: ACC/NMI/ARI per sub-head")
-    ev.add_argument("run", metavar="RUN_OR_CKPT", help="run directory (its last checkpoint) or checkpoint file")
-    ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
-    ev.add_argument("--data-path", help="data path for --dataset")
-    ev.add_argument("--protocol", choices=["iic", "split"],
-                    help="iic: train+test splits together, as the paper; split: the test split (default: the run's)")
-    ev.add_argument("--download", action="store_true", help="download a torchvision dataset not found under --data-path")
-    ev.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
-    ev.add_argument("--out", help="also write the results as YAML here")
-    ev.set_defaults(func=cmd_evaluate)
-
-    pr = sub.add_parser("predict", help="cluster new images with a trained model")
-    pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
-    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders (with their sub-folders)")
-    pr.add_argument("--out", default="clusters.csv", help="CSV of path, cluster, probability (default: clusters.csv)")
-    pr.add_argument("--head", default="B", choices=["A", "B"],
-                    help="B: k_b clusters (default); A: the over-clustering head's k_a clusters")
-    pr.set_defaults(func=cmd_predict)
-
-    try:
-        from iic.segmentation.cli import add_segment_parser
-    except ImportError:
-        pass
-    else:
-        add_segment_parser(sub)
+    add_clustering_commands(sub)
+    add_segment_parser(sub)
     return parser
 
 
@@ -190,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, never a traceback
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors=ESCAPE)
+    import iic.clustering.task  # noqa: F401  (each task declared: messages about a run name its task's commands)
+    import iic.segmentation.task  # noqa: F401
+
     parser = build_parser()
     args = parser.parse_args(argv or ["train"])
     quiet_libraries()

@@ -1,18 +1,14 @@
 """``iic segment train|evaluate|predict``: unsupervised segmentation from the command line."""
 
 import argparse
-import dataclasses
+import math
 from pathlib import Path
+from typing import Any
 
-from iic.config import add_config_arguments, config_from_dict, overrides_from_args, resolve_config, resumed_config
+from iic.config import add_config_arguments, overrides_from_args, resolve_config
 from iic.errors import IICError
-from iic.segmentation.config import PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig, validate_config
-
-# Settings that say where the data is and how to read it: the ones evaluate may change on a trained model.
-DATA_FIELDS = ("dataset", "data_path", "label_dir", "ignore_index", "class_groups", "class_names", "eval_splits",
-               "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
-# What belongs to the trained data (its classes and label maps): not carried over to other data.
-TRAINED_DATA_FIELDS = ("class_names", "class_groups", "label_dir")
+from iic.segmentation.api import DATA_FIELDS
+from iic.segmentation.config import PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig
 
 
 def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,86 +57,76 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from iic.segmentation.engine import format_scores, train
+    from iic.segmentation.api import run_training
+    from iic.segmentation.config import validate_config, with_data_path
 
     overrides = overrides_from_args(args, SegmentConfig)
-    if args.resume:
-        config = resumed_settings(args.resume, args.config_file, overrides)
+    if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
+        from iic.engine.run import resumed_settings
+        from iic.segmentation.task import SEGMENTATION
+
+        config = resumed_settings(SEGMENTATION, args.resume, args.config_file, overrides)
     else:
         config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
+    config = with_data_path(config)
     validate_config(config)
     banner = (f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
               f"T={config.T}, {config.epochs} epochs")
-    result = train(config, progress=not args.no_progress, resume=args.resume, on_start=lambda: print(banner, flush=True))
-    if not result.module.trainer.is_global_zero:  # DDP's other processes: rank 0 reports
+    result = run_training(config, args.resume, progress=not args.no_progress,
+                          on_start=lambda run_dir: print(f"{banner}, run directory {run_dir}", flush=True))
+    if not result.is_main_process:  # DDP's other processes: rank 0 reports
         return 0
-    print(f"run directory: {result.run_dir}")
-    if result.scores:
-        print(format_scores(result.scores, result.module.class_names))
-        paper = PAPER_PIXEL_ACCURACY.get(config.preset)
-        if paper is not None:
-            print(f"paper (Table 4): pixel accuracy {paper}%")
-    print(f"checkpoint: {result.run_dir / 'checkpoints' / 'last.ckpt'}")
+    print(f"trained in {result.seconds:.0f} s")
+    print(format_scores(result.results))
+    paper = PAPER_PIXEL_ACCURACY.get(config.preset)
+    if paper is not None and any("reported" in r for r in head_results(result.results).values()):
+        print(f"paper (Table 4): pixel accuracy {paper}%")
+    print(f"run directory: {result.run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, segmentation.png, "
+          f"curves.png)")
     return 0
 
 
-def resumed_settings(resume: str, config_file: str | None, overrides: dict) -> SegmentConfig:
-    from iic.engine import resume_paths
-    from iic.segmentation.engine import saved_config
+def head_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {head: results[head] for head in ("B", "A") if head in results}
 
-    _, checkpoint = resume_paths(resume)
-    return resumed_config(SegmentConfig, saved_config(checkpoint), config_file, overrides)
+
+def format_scores(results: dict[str, Any]) -> str:
+    """Each head's reported sub-head: pixel accuracy and mIoU (IoU per class for head B), or its loss unlabelled."""
+    lines = []
+    for head, r in head_results(results).items():
+        subhead, losses = r["reported_subhead"], r["subhead_losses"]
+        if "reported" in r:
+            s = r["reported"]
+            lines.append(f"head {head}: pixel accuracy {100 * s['pixel_acc']:.1f}%  mIoU {100 * s['miou']:.1f}%")
+            if head == "B":
+                lines.append("  IoU per class: " + ", ".join(f"{name} {100 * v:.1f}" if not math.isnan(v) else f"{name} -"
+                                                              for name, v in s["iou"].items()))
+        elif not any(math.isfinite(v) for v in losses):
+            lines.append(f"head {head}: not trained (training stopped before its first pass)")
+        else:
+            lines.append(f"head {head}: sub-head {subhead} (lowest loss), training loss {losses[subhead]:.4f} (no labels)")
+    return "\n".join(lines)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from iic.segmentation.engine import (build_source, evaluate_module, evaluation_loader, format_scores, load_module,
-                                         scaled_size)
+    from iic.segmentation.api import load
 
-    module = load_module(args.checkpoint)
-    overrides = {name: getattr(args, name) for name in DATA_FIELDS if getattr(args, name, None) is not None}
-    config = evaluation_config(module.config, overrides)
-    validate_config(config)
-    source = build_source(config, "eval")
-    if not source.has_labels:
-        raise IICError("evaluation needs label maps, and this data has none")
-    scaled_size(source, config.scale, "evaluation")
-    if len(source.class_names) != len(module.class_names):
-        module.class_names = list(source.class_names)
-        module.tables = _fresh_tables(module, len(source.class_names))
-    scores = evaluate_module(module, evaluation_loader(config, source))
-    print(f"{len(source)} images of {config.dataset} ({', '.join(config.eval_splits)})")
-    print(format_scores(scores, source.class_names))
+    model = load(args.checkpoint)
+    data = {name: getattr(args, name) for name in DATA_FIELDS if getattr(args, name, None) is not None}
+    results = model.evaluate(**data)
+    config = model.module.config
+    print(f"iic segment evaluate: {model.path} on {data.get('dataset', config.dataset)} "
+          f"({', '.join(data.get('eval_splits') or config.eval_splits)})")
+    print(format_scores(results))
     return 0
-
-
-def evaluation_config(trained: SegmentConfig, overrides: dict) -> SegmentConfig:
-    """The trained settings with the data flags applied; on other data, its own classes and label maps (none
-    unless flags give them: the trained data's would be paired with other images by file name)."""
-    config = config_from_dict(SegmentConfig, overrides, trained)
-    if (config.dataset, config.data_path) != (trained.dataset, trained.data_path):
-        defaults = SegmentConfig()
-        config = dataclasses.replace(config, **{key: getattr(defaults, key) for key in TRAINED_DATA_FIELDS if key not in overrides})
-    return config
-
-
-def _fresh_tables(module, num_classes: int):
-    import torch
-
-    from iic.metrics import ContingencyTables
-    from iic.segmentation.data import IGNORE
-
-    c = module.config
-    return torch.nn.ModuleDict({
-        head: ContingencyTables(c.num_subheads, c.k_a if head == "A" else c.k_b, num_classes, ignore_index=IGNORE)
-        for head in module.head_names
-    })
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from iic.data.images import check_writable, expand_image_paths
-    from iic.segmentation.engine import load_module, predict_images
+    from iic.segmentation.api import load
+    from iic.segmentation.outputs import predict_images
 
-    module = load_module(args.checkpoint)
+    model = load(args.checkpoint)
     check_writable(args.out, "folder")
     out_dir = Path(args.out)
     first_mention: dict[Path, Path] = {}  # an image named twice (itself and its folder) is segmented once
@@ -150,7 +136,7 @@ def run_predict(args: argparse.Namespace) -> int:
     paths = list(first_mention.values())
     if not paths:
         raise IICError(f"no images to segment outside --out {out_dir}")
-    scale = args.scale if args.scale is not None else module.config.scale
-    written = predict_images(module, paths, out_dir, scale)
+    scale = args.scale if args.scale is not None else model.config.scale
+    written = predict_images(model.module, paths, out_dir, scale)
     print(f"wrote {len(written)} files for {len(paths)} images to {out_dir}")
     return 0

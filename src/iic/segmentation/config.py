@@ -1,16 +1,16 @@
 """The segmentation run configuration and the paper's presets (Table 4), plus CPU-sized ones."""
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from iic.config import shared_checks
 from iic.errors import IICError
 
-# Relative to the project folder, where the README's commands run; found from elsewhere by resolve_data_path.
-CAMVID_NPZ = "../shared/datasets/camvid_180x240_trainval.npz"
-PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/iic/segmentation/config.py → the project folder
+DATA_ENV = "IIC_DATA"  # a folder holding the presets' data files, for runs without --data-path
+CAMVID_NPZ = "camvid_180x240_trainval.npz"  # the CamVid presets' file name in it
 SLIM_WIDTHS = (32, 64, 64, 64, 96, 96)
 MIN_INPUT_SIDE = 2  # pixels a side that SegmentationNet10a's 2×2 max-pool needs
 
@@ -18,6 +18,9 @@ MIN_INPUT_SIDE = 2  # pixels a side that SegmentationNet10a's 2×2 max-pool need
 @dataclass
 class SegmentConfig:
     """Everything that defines a segmentation run. Sizes are in pixels after ``scale``."""
+
+    TASK: ClassVar[str] = "segmentation"
+    RENAMED: ClassVar[dict[str, str]] = {"affine_degrees": "rotation"}  # old setting names still read
 
     preset: str = "demo"
     # data
@@ -37,7 +40,7 @@ class SegmentConfig:
     # views g
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.125)  # brightness, contrast, saturation, hue
     flip: bool = True  # g(x) flipped left-right half the time (undone on the output)
-    affine_degrees: float = 0.0  # g(x)'s random rotation, ± degrees (undone on the output)
+    rotation: float = 0.0  # g(x)'s random rotation, ± degrees (undone on the output)
     affine_scale: tuple[float, float] = (1.0, 1.0)  # g(x)'s random scale range (undone on the output)
     affine_shear: float = 0.0  # g(x)'s random shear, ± degrees (undone on the output)
     # input channels: colour (RGB), optionally with or replaced by Sobel; extra channels (IR) always follow
@@ -58,12 +61,14 @@ class SegmentConfig:
     head_b_passes: int = 1  # passes over the data training head B, per epoch
     epochs: int = 25  # each epoch is head_a_passes + head_b_passes passes over the data
     lr: float = 1e-3  # Adam's learning rate
+    lr_schedule: str = "constant"  # constant | cosine: from lr down to 0 over all of the run's steps
     batch_size: int = 16  # images per step (per process under DDP)
     max_minutes: float = 0.0  # stop training after this much wall-clock time (0: no limit)
     seed: int = 0  # seeds weights, views and data order
     # engine
     accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
-    devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids
+    devices: str = "auto"  # "auto", a count, or a comma-separated list of device ids (per node)
+    num_nodes: int = 1  # machines (nodes) of a multi-node run; devices on each
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (GPU only)
     num_workers: int = 0  # DataLoader worker processes
     eval_every: int = 10  # evaluate every N passes over the data
@@ -85,7 +90,7 @@ _cocostuff = dict(
     head_b_passes=1, epochs=4800, lr=1e-4, T=10,
 )
 _camvid = dict(
-    dataset="npz", data_path=CAMVID_NPZ, train_splits=("train",), eval_splits=("val",), scale=0.5, crop_size=64,
+    dataset="npz", train_splits=("train",), eval_splits=("val",), scale=0.5, crop_size=64,
     eval_crop_size=0, mask_unlabelled=True, jitter=(0.4, 0.4, 0.4, 0.125), flip=True, sobel=True, include_rgb=True,
     widths=SLIM_WIDTHS, num_subheads=1, T=5, head_b_first=True, head_a_passes=1, head_b_passes=1, lr=1e-3,
     batch_size=32, epochs=30, eval_every=10,
@@ -111,22 +116,16 @@ SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
 # Pixel accuracy (%) of the paper's Table 4.
 PAPER_PIXEL_ACCURACY = {"cocostuff3": 72.3, "cocostuff15": 27.7, "potsdam3": 65.1, "potsdam": 45.4}
 
-PRESET_DATA_PATHS = {preset["data_path"] for preset in SEGMENT_PRESETS.values() if preset.get("data_path")}
-
 DATASETS = ("demo", "potsdam", "potsdam3", "cocostuff3", "cocostuff15", "folder", "npz")
+PRESET_FILES = {"camvid3": CAMVID_NPZ, "camvid": CAMVID_NPZ}  # looked for in $IIC_DATA without --data-path
 
 
-def resolve_data_path(data_path: str) -> Path:
-    """``data_path`` as given when it exists; a preset's default path (relative to the project folder) found
-    from any current directory; else an error naming both places looked in."""
-    path = Path(data_path)
-    if path.exists() or data_path not in PRESET_DATA_PATHS:
-        return path
-    from_project = PROJECT_ROOT / path
-    if from_project.exists():
-        return from_project
-    raise IICError(f"no such file: {data_path} (looked from the current directory and from {PROJECT_ROOT}); "
-                   f"pass --data-path to the dataset")
+def with_data_path(config: SegmentConfig) -> SegmentConfig:
+    """``config``, or for a preset whose data is one file and no --data-path, that file in $IIC_DATA when set."""
+    folder = os.environ.get(DATA_ENV)
+    if config.data_path or config.preset not in PRESET_FILES or not folder:
+        return config
+    return replace(config, data_path=str(Path(folder).expanduser() / PRESET_FILES[config.preset]))
 
 
 def validate_config(config: SegmentConfig) -> None:
@@ -134,7 +133,9 @@ def validate_config(config: SegmentConfig) -> None:
     if config.dataset not in DATASETS:
         raise IICError(f"unknown dataset {config.dataset!r}: choose one of {', '.join(DATASETS)}")
     if config.dataset not in ("demo",) and not config.data_path:
-        raise IICError(f"dataset {config.dataset!r} needs --data-path (its root folder, .npz file or image folder)")
+        where = (f" (or set {DATA_ENV} to the folder that holds {PRESET_FILES[config.preset]})"
+                 if config.preset in PRESET_FILES else "")
+        raise IICError(f"dataset {config.dataset!r} needs --data-path: its root folder, .npz file or image folder{where}")
     if config.k_b < 2 or not (config.k_a == 0 or config.k_a >= 2):
         raise IICError(f"k_b must be at least 2 and k_a 0 (no head A) or at least 2, got k_b={config.k_b}, k_a={config.k_a}")
     if config.T < 0:
@@ -151,10 +152,10 @@ def validate_config(config: SegmentConfig) -> None:
         raise IICError(f"scale must be positive and finite, got {config.scale}")
     if config.batch_size < 1 or config.eval_batch_size < 1:
         raise IICError(f"batch_size and eval_batch_size must be at least 1, got {config.batch_size} and {config.eval_batch_size}")
-    affine = (config.affine_degrees, *config.affine_scale, config.affine_shear)
+    affine = (config.rotation, *config.affine_scale, config.affine_shear)
     if not all(0 <= value < math.inf for value in affine) or not 0 < config.affine_scale[0] <= config.affine_scale[1]:
-        raise IICError(f"affine_degrees and affine_shear must be finite and non-negative, affine_scale an increasing "
-                       f"positive range, got {config.affine_degrees}, {list(config.affine_scale)}, {config.affine_shear}")
+        raise IICError(f"rotation and affine_shear must be finite and non-negative, affine_scale an increasing "
+                       f"positive range, got {config.rotation}, {list(config.affine_scale)}, {config.affine_shear}")
     if config.sobel is False and config.include_rgb is False:
         raise IICError("the input needs colour or Sobel channels: set --sobel or --include-rgb")
     for ok, message in shared_checks(config):

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from iic.data.images import is_image_file, list_image_files, load_image, load_label_map
 from iic.data.npz import open_npz
+from iic.distributed import evaluation_sampler
 from iic.errors import IICError
+from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig
 
 IGNORE = -1
 
@@ -483,3 +485,69 @@ __all__ = [
     "ArraySource", "CocoStuffSource", "EvaluationImages", "FolderSource", "IGNORE", "PotsdamSource",
     "SegmentationSource", "TrainingCrops", "demo_source", "load_npz_source", "meets_curation_rule",
 ]
+
+
+# --- a run's data -------------------------------------------------------------------------------------------
+
+def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
+    """The training or evaluation images of ``config`` (purpose: "train" or "eval"), checked on construction."""
+    splits = config.train_splits if purpose == "train" else config.eval_splits
+    require_labels = purpose == "eval"
+    data_path = Path(config.data_path).expanduser() if config.data_path else None
+    if config.dataset == "demo":
+        source = demo_source()
+    elif config.dataset in ("potsdam", "potsdam3"):
+        source = PotsdamSource(data_path, splits, coarse=config.dataset == "potsdam3", require_labels=require_labels)
+    elif config.dataset in ("cocostuff3", "cocostuff15"):
+        source = CocoStuffSource(data_path, splits, int(config.dataset.removeprefix("cocostuff")), config.curated_version)
+    elif config.dataset == "folder":
+        if require_labels and not config.label_dir:
+            raise IICError("evaluation needs label maps: pass --label-dir")
+        source = FolderSource(data_path, config.label_dir, config.ignore_index)
+    elif config.dataset == "npz":
+        source = load_npz_source(data_path, splits, config.ignore_index, config.class_groups)
+        if require_labels and source.labels is None:
+            raise IICError(f"{data_path} has no label maps y_<split> for {', '.join(splits)}")
+    else:
+        raise IICError(f"unknown dataset {config.dataset!r}")
+    if config.class_names and source.class_names:
+        if len(config.class_names) != len(source.class_names):
+            raise IICError(f"{len(config.class_names)} class names given for {len(source.class_names)} classes")
+        source.class_names = list(config.class_names)
+    if len(source) == 0:
+        raise IICError(f"no images in {data_path}")
+    return source
+
+
+def scaled_size(source: SegmentationSource, scale: float, images: str) -> tuple[int, int]:
+    """The size (h, w) of the first of the ``images`` ("training", "evaluation") after ``scale``; one clear error when
+    that is below what the network takes."""
+    image, _ = source[0]
+    size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+    if min(size) < MIN_INPUT_SIDE:
+        raise IICError(f"scale {scale} makes the {images} images {size[0]}×{size[1]} pixels: the network needs at least "
+                       f"{MIN_INPUT_SIDE} a side")
+    return size
+
+
+def check_training_sizes(config: SegmentConfig, source: SegmentationSource) -> None:
+    """One clear error for a crop or a T that the (scaled) training images cannot take."""
+    h, w = scaled_size(source, config.scale, "training")
+    # Against the longer side: padding a shorter one is the paper's practice (COCO-Stuff's curated images can be
+    # 119 pixels high at scale 0.33, under 128-pixel crops); a crop beyond both sides would be padding alone.
+    if config.crop_size > max(h, w):
+        raise IICError(f"crop_size={config.crop_size} is larger than the {h}×{w} training images (after scale "
+                       f"{config.scale}): it must be at most {max(h, w)}")
+    if config.T >= min(h, w):
+        raise IICError(f"T={config.T} is too large for {h}×{w} images with {config.crop_size}-pixel crops")
+
+
+def evaluation_loader(config: SegmentConfig, source: SegmentationSource, world_size: int = 1,
+                      rank: int = 0) -> torch.utils.data.DataLoader:
+    """The evaluation images in order; under DDP this process's share of them, each image in exactly one share."""
+    same_size = config.eval_crop_size > 0 or hasattr(source, "images")
+    dataset = EvaluationImages(source, config.scale, config.eval_crop_size or None)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=config.eval_batch_size if same_size else 1, shuffle=False, num_workers=config.num_workers,
+        sampler=evaluation_sampler(dataset, world_size, rank),
+    )

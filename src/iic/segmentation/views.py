@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import kornia.augmentation as K
 import torch
-from kornia.color import rgb_to_grayscale
-from kornia.filters import spatial_gradient
 from kornia.geometry.transform import hflip, warp_affine
 from torch import nn
 
@@ -29,7 +27,7 @@ class InvertibleViews(nn.Module):
         self,
         jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.125),
         flip: bool = True,
-        affine_degrees: float = 0.0,
+        rotation: float = 0.0,
         affine_scale: tuple[float, float] | None = None,
         affine_shear: float = 0.0,
         color_channels: int = 3,
@@ -41,9 +39,9 @@ class InvertibleViews(nn.Module):
             saturation = hue = 0.0
         self.jitter = K.ColorJitter(brightness, contrast, saturation, hue, p=1.0) if any((brightness, contrast, saturation, hue)) else None
         self.flip = flip
-        use_affine = affine_degrees > 0 or affine_shear > 0 or (affine_scale is not None and tuple(affine_scale) != (1.0, 1.0))
+        use_affine = rotation > 0 or affine_shear > 0 or (affine_scale is not None and tuple(affine_scale) != (1.0, 1.0))
         self.affine = (
-            K.RandomAffine(degrees=affine_degrees, scale=tuple(affine_scale) if affine_scale else None,
+            K.RandomAffine(degrees=rotation, scale=tuple(affine_scale) if affine_scale else None,
                            shear=affine_shear or None, p=1.0, align_corners=False)
             if use_affine else None
         )
@@ -81,34 +79,3 @@ class InvertibleViews(nn.Module):
         maps = torch.where(flipped, hflip(maps), maps)
         valid = torch.where(flipped, hflip(valid), valid)
         return maps, valid[:, 0] > 0.5
-
-
-def network_input(x: torch.Tensor, color_channels: int = 3, use_sobel: bool = False, include_rgb: bool = True) -> torch.Tensor:
-    """The network's input channels from raw [0, 1] channels: colour (optionally with or replaced by
-    Sobel gradient magnitudes of the greyscale image), then the extra channels unchanged."""
-    colour, extra = x[:, :color_channels], x[:, color_channels:]
-    parts = []
-    if not use_sobel or include_rgb:
-        parts.append(colour)
-    if use_sobel:
-        grey = rgb_to_grayscale(colour) if color_channels == 3 else colour.mean(dim=1, keepdim=True)
-        parts.append(sobel_gradients(grey))
-    parts.append(extra)
-    return torch.cat(parts, dim=1)
-
-
-def sobel_gradients(grey: torch.Tensor) -> torch.Tensor:
-    """Horizontal and vertical Sobel responses of a greyscale batch (2 channels, as IIC's Sobel input)."""
-    return spatial_gradient(grey, mode="sobel", normalized=True)[:, 0]
-
-
-def input_channels(color_channels: int, extra_channels: int, use_sobel: bool, include_rgb: bool) -> int:
-    count = extra_channels
-    if not use_sobel or include_rgb:
-        count += color_channels
-    if use_sobel:
-        count += 2
-    return count
-
-
-__all__ = ["InvertibleViews", "ViewParams", "input_channels", "network_input", "sobel_gradients"]

@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from iic.backbones import build_backbone
-from iic.config import ClusterConfig
-from iic.views import Sobel, input_channels
+from iic.clustering.backbones import build_backbone
+from iic.clustering.config import ClusterConfig
+from iic.inputs import NetworkInput
 
 
 class ClusterHead(nn.Module):
@@ -50,9 +50,8 @@ class IICNet(nn.Module):
 
     def __init__(self, config: ClusterConfig, channels: int):
         super().__init__()
-        self.input_layer = Sobel(config.include_rgb) if config.sobel else nn.Identity()
-        in_ch = input_channels(channels, config.sobel, config.include_rgb)
-        self.towers = nn.ModuleList(Tower(config, in_ch) for _ in range(config.trunks))
+        self.input_layer = NetworkInput(channels, sobel=config.sobel, include_rgb=config.include_rgb)
+        self.towers = nn.ModuleList(Tower(config, self.input_layer.out_channels) for _ in range(config.trunks))
         self.subheads_per_tower = config.num_subheads
         # Channels-last convolutions are about 1.5× faster on CPUs (oneDNN) and suit tensor cores on GPUs.
         self.to(memory_format=torch.channels_last)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from iic.config import ClusterConfig
+from iic.clustering.config import ClusterConfig
 from iic.data.images import is_image_file, list_image_files, load_image
 from iic.data.npz import open_npz
 from iic.errors import IICError
@@ -143,7 +143,8 @@ def digits() -> tuple[ImageSet, ImageSet]:
 
 
 def _root(config: ClusterConfig) -> Path:
-    return Path(config.data_path) if config.data_path else DEFAULT_ROOT
+    """Where torchvision datasets are looked for: --data-path, else $IIC_DATA, else ~/.cache/iic/datasets."""
+    return Path(config.data_path or os.environ.get("IIC_DATA") or DEFAULT_ROOT).expanduser()
 
 
 def _torchvision(factory, config: ClusterConfig, **kwargs):

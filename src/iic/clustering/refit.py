@@ -15,11 +15,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from iic.config import ClusterConfig
+from iic.clustering.config import ClusterConfig
 from iic.errors import IICError
-from iic.heads import IICNet
+from iic.clustering.network import IICNet
 from iic.losses import iic_losses
-from iic.views import ClusterViews
+from iic.clustering.views import ClusterViews
 
 
 def stacked_subhead_probs(heads: nn.Linear, features: torch.Tensor, num_clusters: int) -> torch.Tensor:

@@ -11,23 +11,21 @@ The ``iic`` command is a thin layer over these functions.
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, resolve_config, validate_cluster_config
-from iic.data.clustering import (ClusterData, images_from_array, load_cluster_data, match_channels,
-                                 resize_images)
+from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig, validate_cluster_config
+from iic.clustering.data import ClusterData, images_from_array, load_cluster_data, match_channels, resize_images
+from iic.config import config_from_dict, resolve_config
 from iic.data.images import expand_image_paths, load_image
+from iic.engine.run import RunResult as TrainedRun  # noqa: F401  (iic.TrainedRun)
 from iic.errors import IICError
 
-# iic.engine (Lightning) is imported where it is used, so that `import iic` stays light for the losses alone.
+# The module and the engine (Lightning) are imported where they are used: seconds to import, after the checks.
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
 
 
@@ -81,9 +79,7 @@ class ClusterModel:
 
     def predict_proba(self, images: ImagesLike, head: str = "B") -> torch.Tensor:
         """Cluster probabilities, N × k, of the head's reported sub-head (on the CPU)."""
-        from iic.engine import predict_probs
-
-        return predict_probs(self.module, self.images(images), head=head)
+        return self.module.predict_probs(self.images(images), head=head)
 
     def predict(self, images: ImagesLike, head: str = "B") -> torch.Tensor:
         """The cluster id of each image (int64, N) by the head's reported sub-head."""
@@ -94,28 +90,18 @@ class ClusterModel:
         """Scores of every head and sub-head (ACC, NMI, ARI; losses and cluster sizes without labels) on the data it
         was trained on, or on another dataset (greyscale and RGB are converted to what the model takes).
         Arguments left at None keep the training run's settings."""
-        from iic.engine import evaluate, lightning_quieted
+        from iic.clustering.module import evaluate_images
 
         changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
                                      ("download", download)) if v is not None}
         config = dataclasses.replace(self.config, **changes, accelerator=accelerator)
-        data = load_cluster_data(config, training=False)
-        with lightning_quieted():
-            return evaluate(self.module, data.evaluation, config)
-
-
-@dataclass
-class TrainedRun:
-    run_dir: Path  # config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png
-    results: dict[str, Any]  # per head: reported (lowest-loss) sub-head's scores, best by labels, losses, sizes
-    model: ClusterModel
-    seconds: float  # training and final evaluation, wall clock
-    is_main_process: bool = True  # False in the other processes of a multi-process run, which write nothing
+        return evaluate_images(self.module, load_cluster_data(config, training=False).evaluation, accelerator,
+                               config.num_workers)
 
 
 def load(path: str | os.PathLike) -> ClusterModel:
     """A trained model from a checkpoint file or a run directory (its last checkpoint)."""
-    from iic.engine import load_module
+    from iic.clustering.module import load_module
 
     return ClusterModel(*load_module(path))
 
@@ -136,37 +122,16 @@ def train(config: ClusterConfig | str | os.PathLike | None = None, *, preset: st
     return run_training(config, progress=progress)
 
 
-def run_training(config: ClusterConfig, resume: Path | None = None, progress: bool = True,
+def run_training(config: ClusterConfig, resume: str | os.PathLike | None = None, progress: bool = True,
                  on_start: Callable[[ClusterData, Path], None] | None = None) -> TrainedRun:
-    """Check ``config`` and the data, train in a new run directory (or continue the run directory ``resume``),
-    evaluate, and draw the run's pictures.
-
-    A new run's directory is claimed once the settings and data have passed their checks, and removed again if
-    a later check fails; ``on_start(data, run_dir)`` is called in the main process just before training."""
+    """Check ``config`` and the data, then train in a new run directory (or continue the run ``resume``), evaluate
+    and draw the run's pictures (the engine's run lifecycle); ``on_start(data, run_dir)`` is called in the main
+    process just before training."""
     validate_cluster_config(config)
     data = load_cluster_data(config)
-    from iic.engine import fit, fresh_run_dir, lightning_quieted  # Lightning: seconds to import, after the checks
+    from iic.clustering.module import ClusteringRun
+    from iic.engine.run import run
 
-    started = time.perf_counter()
-    run_directory = (fresh_run_dir(config.out_dir, config.name, config.preset) if resume is None
-                     else nullcontext(Path(resume)))
-    with run_directory as run_dir, lightning_quieted():
-        module, results = fit(config, data, run_dir, resume=resume is not None, enable_progress_bar=progress,
-                              on_start=None if on_start is None else lambda: on_start(data, run_dir))
-    seconds = time.perf_counter() - started
-    main = module.trainer.is_global_zero
-    module.trainer = None  # which holds the training data
-    model = ClusterModel(module.cpu().eval(), run_dir / "checkpoints" / "last.ckpt")
-    if main:
-        draw_pictures(model, data, run_dir)
-    return TrainedRun(run_dir, results, model, seconds, main)
-
-
-def draw_pictures(model: ClusterModel, data: ClusterData, run_dir: Path, sample: int = 4000) -> None:
-    """clusters.png (the most confident images of each cluster of head B) and curves.png (losses, accuracy)."""
-    from iic.plots import plot_clusters, plot_curves
-
-    images = data.evaluation.images[:sample]
-    confidence, clusters = model.predict_proba(images).max(dim=1)
-    plot_clusters(images, clusters, confidence, model.config.k_b, run_dir / "clusters.png")
-    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    result = run(ClusteringRun(config, data), resume, progress,
+                 on_start=None if on_start is None else lambda run_dir: on_start(data, run_dir))
+    return dataclasses.replace(result, model=ClusterModel(result.model, result.run_dir / "checkpoints" / "last.ckpt"))

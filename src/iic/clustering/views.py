@@ -5,38 +5,14 @@ from contextlib import contextmanager
 
 import kornia.augmentation as K
 import torch
-from kornia.color import rgb_to_grayscale
-from kornia.filters import spatial_gradient
 from torch import nn
 
-from iic.config import ClusterConfig
+from iic.clustering.config import ClusterConfig
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N × C × H × W) to floats in [0, 1]."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
-
-
-def sobel(images: torch.Tensor, include_rgb: bool = False) -> torch.Tensor:
-    """Two channels of greyscale Sobel gradients (x, y), optionally followed by the original channels."""
-    grey = rgb_to_grayscale(images) if images.shape[1] == 3 else images
-    gradients = spatial_gradient(grey, mode="sobel", normalized=True).flatten(1, 2)  # N × 2 × H × W
-    return torch.cat([gradients, images], dim=1) if include_rgb else gradients
-
-
-class Sobel(nn.Module):
-    """Sobel input as the network's first layer, so that training, evaluation and prediction share it."""
-
-    def __init__(self, include_rgb: bool = False):
-        super().__init__()
-        self.include_rgb = include_rgb
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return sobel(images, self.include_rgb)
-
-
-def input_channels(channels: int, use_sobel: bool, include_rgb: bool) -> int:
-    return (2 + (channels if include_rgb else 0)) if use_sobel else channels
 
 
 @contextmanager

@@ -1,0 +1,139 @@
+"""``iic train | evaluate | predict``: image clustering from the command line (a thin layer over iic.clustering.api)."""
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+def percent(value: float) -> str:
+    return f"{100 * value:5.1f}%"
+
+
+def format_results(results: dict[str, Any]) -> str:
+    lines = []
+    for head in ("B", "A"):
+        if head not in results:
+            continue
+        r = results[head]
+        s = r["reported_subhead"]
+        where = f"sub-head {s}" + (f" of trunk {r['reported_trunk']}" if "reported_trunk" in r else "")
+        name = f"head {head} (k={r['k']}{', many-to-one' if r.get('mapping') == 'many-to-one' else ''})"
+        if not any(math.isfinite(v) for v in r["subhead_losses"]):
+            lines.append(f"{name}: not trained (training stopped before its first pass)")
+        elif "reported" in r:
+            rep, best = r["reported"], r["best_by_labels"]
+            lines.append(f"{name}, {where} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  ARI {rep['ari']:.3f}")
+            lines.append(f"{' ' * len(name)}  best sub-head by labels ({r['best_by_labels_subhead']}, not label-free): "
+                         f"ACC {percent(best['acc'])}  NMI {best['nmi']:.3f}  ARI {best['ari']:.3f}")
+        else:
+            lines.append(f"{name}, {where} (lowest loss): training loss {r['subhead_losses'][s]:.4f}  "
+                         f"cluster sizes {r['cluster_sizes']}")
+    return "\n".join(lines)
+
+
+# --- iic train ----------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from iic.clustering.config import CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig
+    from iic.config import overrides_from_args, resolve_config
+
+    overrides = overrides_from_args(args, ClusterConfig)
+    if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
+        from iic.clustering.task import CLUSTERING
+        from iic.engine.run import resumed_settings
+
+        config = resumed_settings(CLUSTERING, args.resume, args.config, overrides)
+    else:
+        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config, overrides)
+
+    from iic.clustering.api import run_training
+
+    def announce(data, run_dir: Path) -> None:
+        print(f"iic train: preset {config.preset}, dataset {config.dataset} ({len(data.train_b)} images for head B, "
+              f"{len(data.evaluation)} evaluated, protocol {config.protocol}), run directory {run_dir}", flush=True)
+
+    run = run_training(config, args.resume, progress=not args.no_progress, on_start=announce)
+    if not run.is_main_process:
+        return 0
+    print(f"\ntrained in {run.seconds:.0f} s")
+    print(format_results(run.results))
+    if config.preset in PAPER_ACCURACY and CLUSTER_PRESETS[config.preset].get("dataset") == config.dataset:
+        print(f"(paper, {config.preset}: {PAPER_ACCURACY[config.preset]}%)")
+    print(f"run directory: {run.run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
+    return 0
+
+
+# --- iic evaluate ---------------------------------------------------------------------------------------
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from iic.clustering.api import load
+    from iic.data.images import check_writable
+    from iic.engine.run import write_yaml
+
+    model = load(args.run)
+    if args.out is not None:
+        check_writable(args.out)
+    # This machine's accelerator, not the one the model was trained on.
+    results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
+                             accelerator="cpu" if args.cpu else "auto")
+    dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
+    print(f"iic evaluate: {model.path} on {dataset} ({sum(results['B']['cluster_sizes'])} images, protocol {protocol})")
+    print(format_results(results))
+    if args.out is not None:
+        write_yaml(Path(args.out), results)
+        print(f"results written to {args.out}")
+    return 0
+
+
+# --- iic predict ----------------------------------------------------------------------------------------
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from iic.clustering.api import load
+    from iic.clustering.outputs import write_predictions
+    from iic.data.images import check_writable, expand_image_paths
+
+    model = load(args.checkpoint)
+    check_writable(args.out)
+    files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
+    probs = model.predict_proba(files, head=args.head)
+    write_predictions(args.out, files, probs)
+    counts = torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]).tolist()
+    print(f"iic predict: {len(files)} image{'' if len(files) == 1 else 's'} → {args.out} (cluster sizes {counts})")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------
+
+def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
+    from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
+    from iic.config import add_config_arguments
+
+    train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
+    train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, else digits)")
+    train.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
+    train.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or its checkpoints/last.ckpt) from its "
+                                                    "last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(train, ClusterConfig)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run or checkpoint: ACC/NMI/ARI per sub-head")
+    ev.add_argument("run", metavar="RUN_OR_CKPT", help="run directory (its last checkpoint) or checkpoint file")
+    ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
+    ev.add_argument("--data-path", help="data path for --dataset")
+    ev.add_argument("--protocol", choices=["iic", "split"],
+                    help="iic: train+test splits together, as the paper; split: the test split (default: the run's)")
+    ev.add_argument("--download", action="store_true", help="download a torchvision dataset not found under --data-path")
+    ev.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
+    ev.add_argument("--out", help="also write the results as YAML here")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="cluster new images with a trained model")
+    pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
+    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders (with their sub-folders)")
+    pr.add_argument("--out", default="clusters.csv", help="CSV of path, cluster, probability (default: clusters.csv)")
+    pr.add_argument("--head", default="B", choices=["A", "B"],
+                    help="B: k_b clusters (default); A: the over-clustering head's k_a clusters")
+    pr.set_defaults(func=cmd_predict)
