@@ -139,10 +139,11 @@ def losses_only(module: IICModule) -> dict[str, Any]:
 
 def evaluate(module: IICModule, loader: DataLoader, accelerator: str = "auto") -> dict[str, Any]:
     """Scores of every head of a trained ``module`` on ``loader`` (one process, float32, no logs)."""
-    # This machine's accelerator, whatever the model was trained on.
-    trainer = side_trainer(dict(accelerator=accelerator, devices=1, precision="32-true"), label="evaluation")
-    with lightning_quieted(), lightning_interrupts(trainer):
-        trainer.validate(module, dataloaders=loader, verbose=False)
+    with lightning_quieted():
+        # This machine's accelerator, whatever the model was trained on.
+        trainer = side_trainer(dict(accelerator=accelerator, devices=1, precision="32-true"), label="evaluation")
+        with lightning_interrupts(trainer):
+            trainer.validate(module, dataloaders=loader, verbose=False)
     module.trainer = None
     return module.last_results
 
