@@ -1,8 +1,9 @@
 """IIC segmentation on CamVid without labels, next to k-means on pixel colours, measured in the same run.
 
-    flock /tmp/iic-bench.lock python benchmarks/camvid.py [--minutes-3 10 --minutes-11 10]
+    flock /tmp/iic-bench.lock python benchmarks/camvid.py --data ../shared/datasets/camvid_180x240_trainval.npz \
+        [--minutes-3 10 --minutes-11 10]
 
-Two settings on ../shared/datasets/camvid_180x240_trainval.npz (367 training, 101 validation images):
+Two settings on CamVid's 180×240 .npz (367 training, 101 validation images):
 * CamVid-3, the analogue of COCO-Stuff-3: sky = {sky}, ground = {road, pavement}, plants = {tree}; every
   other pixel is masked (left out of training and evaluation), as COCO-Stuff-3 masks "things";
 * CamVid-11: all 11 classes, void masked.
@@ -26,10 +27,9 @@ from iic.config import config_from_dict
 from iic.metrics import segmentation_scores
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 from iic.segmentation.data import load_npz_source
-from iic.segmentation.engine import train
+from iic.segmentation.api import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
-NPZ = ROOT.parent / "shared" / "datasets" / "camvid_180x240_trainval.npz"
 
 
 def contingency(pred: np.ndarray, truth: np.ndarray, k: int, num_classes: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def iic_scores(module, val_source, config: SegmentConfig):
         x = images[start:start + 16].float().div(255)
         full_size = x.shape[-2:]
         small = F.interpolate(x, scale_factor=config.scale, mode="bilinear", antialias=True, recompute_scale_factor=False)
-        maps = module(small.to(module.device), "B")[int(module.best_subhead)]
+        maps = module(small.to(module.device), "B")[module.reported_subhead("B")]
         clusters = F.interpolate(maps, size=full_size, mode="bilinear", align_corners=False).argmax(dim=1).cpu().numpy()
         table += contingency(clusters.reshape(-1), val_source.labels[start:start + 16].reshape(-1).astype(np.int64), k, val_source.num_classes)
     return segmentation_scores(table)
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--minutes-11", type=float, default=10.0, help="IIC training budget for CamVid-11")
     parser.add_argument("--settings", nargs="+", choices=("camvid3", "camvid"), default=("camvid3", "camvid"))
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "bench-camvid"))
+    parser.add_argument("--data", required=True, type=Path, help="CamVid as .npz, e.g. ../shared/datasets/camvid_180x240_trainval.npz")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -83,17 +84,18 @@ def main() -> None:
     for preset, minutes, label in (("camvid3", args.minutes_3, "CamVid-3"), ("camvid", args.minutes_11, "CamVid-11")):
         if preset not in args.settings:
             continue
-        config = config_from_dict(SegmentConfig, {**SEGMENT_PRESETS[preset], "preset": preset, "data_path": str(NPZ),
+        config = config_from_dict(SegmentConfig, {**SEGMENT_PRESETS[preset], "preset": preset, "data_path": str(args.data),
                                                   "max_minutes": minutes, "epochs": 10_000, "eval_every": 10_000,
                                                   "out_dir": args.out_dir, "name": f"{preset}-{stamp}"})
-        train_source = load_npz_source(NPZ, config.train_splits, class_groups=config.class_groups)
-        val_source = load_npz_source(NPZ, config.eval_splits, class_groups=config.class_groups)
+        train_source = load_npz_source(args.data, config.train_splits, class_groups=config.class_groups)
+        val_source = load_npz_source(args.data, config.eval_splits, class_groups=config.class_groups)
         baseline, baseline_seconds = kmeans_baseline(train_source, val_source, val_source.num_classes)
         start = time.perf_counter()
-        result = train(config, progress=False)
+        result = run_training(config, progress=False)
         seconds = time.perf_counter() - start
-        ours = iic_scores(result.module, val_source, config)
-        steps = result.module.global_step
+        module = result.model.module
+        ours = iic_scores(module, val_source, config)
+        steps = int(torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"])
         rows.append((label, val_source.num_classes, baseline, baseline_seconds, ours, seconds, steps, result.run_dir))
         print(f"{label}: k-means {100 * baseline.pixel_acc:.1f}% / IIC {100 * ours.pixel_acc:.1f}% ({steps} steps, {seconds / 60:.1f} min)", flush=True)
 

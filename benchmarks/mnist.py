@@ -26,9 +26,12 @@ import torch
 import yaml
 
 from iic.cli import quiet_libraries
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict, validate_cluster_config
-from iic.data.clustering import load_cluster_data
-from iic.engine import ClusterModule, fit, fresh_run_dir, head_schedule, lightning_quieted
+from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig, validate_cluster_config
+from iic.config import config_from_dict, config_to_dict
+from iic.clustering.data import load_cluster_data
+from iic.clustering.module import ClusteringRun, ClusterModule
+from iic.engine.module import head_schedule
+from iic.engine.run import run
 from iic.errors import IICError
 from iic.losses import iic_losses
 from iic.metrics import hungarian_mapping
@@ -92,7 +95,7 @@ def main() -> int:
                         help=f"ClusterNet6c widths (default {CPU_RECIPE['widths']}; the paper's: 64 128 256 512)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config field, e.g. --set lamb_b=1.5 --set seed=1 --set trunks=3")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
+    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "benchmarks"))
     args = parser.parse_args()
     try:
@@ -146,13 +149,13 @@ def main() -> int:
         # A schedule needs the run's length: as many epochs as the profiled step time fits in the budget (+10% a
         # pass for its evaluation), so that the lr reaches its end about when the time does.
         pass_seconds = 1.1 * total * steps_per_pass
-        passes_per_epoch = len(head_schedule(config))
+        passes_per_epoch = len(head_schedule(config.k_a, config.head_a_passes, config.head_b_passes, config.head_b_first))
         config.epochs = max(1, round(60 * config.max_minutes / pass_seconds / passes_per_epoch))
         print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * passes_per_epoch} passes)")
 
     started = time.perf_counter()
-    with fresh_run_dir(config.out_dir, config.name, "mnist") as run_dir, lightning_quieted():
-        module, results = fit(config, data, run_dir, enable_progress_bar=False)
+    result = run(ClusteringRun(config, data), progress=False)
+    module, results, run_dir = result.model, result.results, result.run_dir
     print(f"\ntrained for {(time.perf_counter() - started) / 60:.1f} min; run directory {run_dir}")
 
     print("\n| pass | minutes | ACC (lowest-loss sub-head) | best sub-head ACC (by labels) | NMI | ARI |")

@@ -23,10 +23,10 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from torch import nn
 
-from iic.data.clustering import load_cluster_data
-from iic.engine import load_module
+from iic.clustering.data import load_cluster_data
+from iic.clustering.module import load_module
 from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
-from iic.views import EvalView, to_float
+from iic.clustering.views import EvalView, to_float
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ class ToFloat(nn.Module):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
+    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     parser.add_argument("--random-views", type=int, default=6)
     args = parser.parse_args()
     torch.manual_seed(0)

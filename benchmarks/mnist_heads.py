@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iic.data.clustering import load_cluster_data
-from iic.engine import load_module
+from iic.clustering.data import load_cluster_data
+from iic.clustering.module import load_module
 from iic.losses import iic_losses
 from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
-from iic.refit import stacked_subhead_probs
+from iic.clustering.refit import stacked_subhead_probs
 from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--then-epochs", type=int, default=0)
     parser.add_argument("--then-lamb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
+    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     module, path = load_module(args.run)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iic.data.clustering import load_cluster_data
-from iic.engine import load_module, predict_probs
+from iic.clustering.data import load_cluster_data
+from iic.clustering.module import load_module
 from iic.losses import iic_loss
 from iic.metrics import ContingencyTables, hungarian_mapping
 from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
@@ -43,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
     parser.add_argument("--images", type=int, default=20000, help="random images to draw training pairs from")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "mnist.npz"))
+    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     args = parser.parse_args()
     torch.manual_seed(0)
     module, path = load_module(args.run)
@@ -53,7 +53,7 @@ def main() -> int:
 
     k = module.net.num_clusters("B")
     tables = ContingencyTables(1, k, data.num_classes)
-    tables.update(predict_probs(module, data.images).argmax(1)[None], data.labels)
+    tables.update(module.predict_probs(data.images).argmax(1)[None], data.labels)
     table = tables.compute()[0].numpy()
     cluster_of = {label: cluster for cluster, label in hungarian_mapping(table).items()}
     [(count, label, matched)] = largest_confusions(table, count=1)

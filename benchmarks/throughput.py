@@ -26,10 +26,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
-from iic.heads import IICNet
+from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
+from iic.config import config_from_dict
+from iic.clustering.network import IICNet
 from iic.losses import iic_losses
-from iic.views import ClusterViews
+from iic.clustering.views import ClusterViews
 
 
 class OfficialStylePairs(Dataset):
