@@ -21,14 +21,10 @@ import torch
 from iic.config import config_from_dict, resolve_config
 from iic.data.images import expand_image_paths, load_image
 from iic.errors import IICError
-from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig, validate_config, with_data_path
+from iic.segmentation.config import (DATA_FIELDS, SEGMENT_PRESETS, TRAINED_DATA_FIELDS, SegmentConfig, validate_config,
+                                     with_data_path)
 from iic.segmentation.data import build_source, check_training_sizes, scaled_size
 
-# What says where the data is and how to read it: the settings evaluate may change on a trained model.
-DATA_FIELDS = ("dataset", "data_path", "label_dir", "ignore_index", "class_groups", "class_names", "eval_splits",
-               "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
-# What belongs to the trained data (its classes and label maps): not carried over to other data.
-TRAINED_DATA_FIELDS = ("class_names", "class_groups", "label_dir")
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 

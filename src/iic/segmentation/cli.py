@@ -7,8 +7,7 @@ from typing import Any
 
 from iic.config import add_config_arguments, overrides_from_args, resolve_config
 from iic.errors import IICError
-from iic.segmentation.api import DATA_FIELDS
-from iic.segmentation.config import PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig
+from iic.segmentation.config import DATA_FIELDS, PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig
 
 
 def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -116,6 +116,11 @@ SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
 # Pixel accuracy (%) of the paper's Table 4.
 PAPER_PIXEL_ACCURACY = {"cocostuff3": 72.3, "cocostuff15": 27.7, "potsdam3": 65.1, "potsdam": 45.4}
 
+# What says where the data is and how to read it: the settings evaluate may change on a trained model.
+DATA_FIELDS = ("dataset", "data_path", "label_dir", "ignore_index", "class_groups", "class_names", "eval_splits",
+               "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
+# What belongs to the trained data (its classes and label maps): not carried over to other data.
+TRAINED_DATA_FIELDS = ("class_names", "class_groups", "label_dir")
 DATASETS = ("demo", "potsdam", "potsdam3", "cocostuff3", "cocostuff15", "folder", "npz")
 PRESET_FILES = {"camvid3": CAMVID_NPZ, "camvid": CAMVID_NPZ}  # looked for in $IIC_DATA without --data-path
 
