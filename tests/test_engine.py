@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict, config_to_dict, resolve_config
-from iic.engine import ClusterModule, predict_probs
+from helpers import fit
+from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
+from iic.clustering.module import ClusterModule
+from iic.config import config_from_dict, config_to_dict, resolve_config
 from iic.errors import IICError
 
 
@@ -22,22 +24,22 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error():
 
 
 def test_evaluate_converts_images_to_the_models_channels():
-    from iic.data.clustering import ImageSet
-    from iic.engine import evaluate
+    from iic.clustering.data import ImageSet
+    from iic.clustering.module import evaluate_images
 
     config = ClusterConfig(k_b=3, k_a=0, num_subheads=1, channels=3)
     module = ClusterModule(config_to_dict(config), channels=3)
     grey = ImageSet(torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8), torch.arange(12) % 3)
-    results = evaluate(module, grey, config)  # an RGB model scored on greyscale digits
+    results = evaluate_images(module, grey, accelerator="cpu")  # an RGB model scored on greyscale digits
     assert 0 < results["B"]["reported"]["acc"] <= 1
 
 
 def test_predict_on_a_missing_head_a_is_an_error():
     module = ClusterModule(config_to_dict(ClusterConfig(k_b=3, k_a=0, num_subheads=1)), channels=1)
     images = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
-    assert predict_probs(module, images, head="B").shape == (2, 3)
+    assert module.predict_probs(images, head="B").shape == (2, 3)
     with pytest.raises(IICError, match="no head A"):
-        predict_probs(module, images, head="A")
+        module.predict_probs(images, head="A")
 
 
 def test_preset_comes_from_the_config_file_unless_given(tmp_path):
@@ -60,8 +62,7 @@ def test_a_yaml_boolean_is_not_a_number():
 
 def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_follows_new_settings(
         three_digit_npz, tmp_path, monkeypatch):
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import fit
+    from iic.clustering.data import load_cluster_data
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=0, num_subheads=1, epochs=2,
                            batch_size=100, repeats=2, lr=0.004, lr_schedule="cosine", out_dir=str(tmp_path), name="run")
@@ -74,14 +75,14 @@ def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_f
         return used[-1]
 
     monkeypatch.setattr(ClusterModule, "scheduled_lr", recorded)
-    module, _ = fit(config, data, tmp_path / "run", enable_progress_bar=False)
-    steps = module.trainer.global_step
+    fit(config, data, tmp_path / "run")
+    steps = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert len(used) == steps > 2 and used[0] == 0.004
     assert all(a > b for a, b in zip(used, used[1:])) and used[-1] < 0.004 * 0.01  # down to (almost) 0
     # Resumed with twice the epochs and another lr: the schedule is the new settings' from the step reached.
     used.clear()
     config.epochs, config.lr = 4, 0.002
-    fit(config, data, tmp_path / "run", resume=True, enable_progress_bar=False)
+    fit(config, data, tmp_path / "run", resume=True)
     assert len(used) == steps and used[0] == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(used[-1])
@@ -90,8 +91,7 @@ def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_f
 def test_cosine_schedule_reaches_zero_when_head_a_trains_on_more_images_than_head_b(three_digit_npz, tmp_path,
                                                                                    monkeypatch):
     """As STL-10, whose head A also sees the unlabelled images: passes of A and B differ in length."""
-    from iic.data.clustering import ClusterData, concat, load_cluster_data
-    from iic.engine import fit
+    from iic.clustering.data import ClusterData, concat, load_cluster_data
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=6, num_subheads=1, epochs=2,
                            batch_size=100, repeats=2, lr=0.004, lr_schedule="cosine", head_b_first=False)
@@ -100,9 +100,10 @@ def test_cosine_schedule_reaches_zero_when_head_a_trains_on_more_images_than_hea
     used = []
     original = ClusterModule.scheduled_lr
     monkeypatch.setattr(ClusterModule, "scheduled_lr", lambda self: used.append(original(self)) or used[-1])
-    module, _ = fit(config, data, tmp_path / "run", enable_progress_bar=False)
+    fit(config, data, tmp_path / "run")
+    global_step = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     pass_a, pass_b = len(data.train_a) // 100, len(data.train_b) // 100
-    assert pass_a > 3 * pass_b and len(used) == module.trainer.global_step == 2 * (pass_a + 2 * pass_b)
+    assert pass_a > 3 * pass_b and len(used) == global_step == 2 * (pass_a + 2 * pass_b)
     assert used[0] == 0.004 and all(a > b for a, b in zip(used, used[1:])) and used[-1] < 0.004 * 0.01
 
 
@@ -112,11 +113,13 @@ def test_steps_per_pass_are_counted_as_each_process_takes_its_share(three_digit_
 
     from torch.utils.data import DistributedSampler
 
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import ClusterDataModule
+    from iic.clustering.data import load_cluster_data
+    from iic.clustering.module import ClusterDataModule
 
-    datamodule = ClusterDataModule(ClusterConfig(dataset="npz", data_path=str(three_digit_npz), batch_size=60),
-                                   load_cluster_data(ClusterConfig(dataset="npz", data_path=str(three_digit_npz))))
+    config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), batch_size=60)
+    module = ClusterModule(config_to_dict(config), channels=1)
+    datamodule = ClusterDataModule(config, load_cluster_data(ClusterConfig(dataset="npz", data_path=str(three_digit_npz))),
+                                   module)
     datamodule.trainer = SimpleNamespace(world_size=world_size)
     loader = datamodule.head_dataloader("B")
     sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=world_size - 1)  # as Lightning's
@@ -125,24 +128,34 @@ def test_steps_per_pass_are_counted_as_each_process_takes_its_share(three_digit_
     assert datamodule.batches_per_pass("B") == len(as_lightning_runs_it) == math.ceil(len(loader.dataset) / world_size) // 60
 
 
-def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path):
+def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path, monkeypatch):
     """The checkpoint's optimizer state carries the old lr; the resumed run's settings win."""
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import fit
+    from iic.clustering.data import load_cluster_data
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), k_b=3, k_a=0, num_subheads=1, epochs=1,
                            batch_size=100, repeats=2, lr=0.004, out_dir=str(tmp_path), name="run")
     data = load_cluster_data(config)
-    fit(config, data, tmp_path / "run", enable_progress_bar=False)
+    fit(config, data, tmp_path / "run")
     config.epochs, config.lr = 2, 0.001
-    module, _ = fit(config, data, tmp_path / "run", resume=True, enable_progress_bar=False)
-    assert module.optimizers().param_groups[0]["lr"] == 0.001
+    used = []
+    original = ClusterModule.training_step
+
+    def recorded(self, batch, batch_idx):  # the lr of the optimiser's step, after the module set it
+        loss = original(self, batch, batch_idx)
+        used.append(self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    monkeypatch.setattr(ClusterModule, "training_step", recorded)
+    fit(config, data, tmp_path / "run", resume=True)
+    assert used and set(used) == {0.001}
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.001
 
 
 # --- run directories, checkpoints and metrics.csv across a resume -----------------------------------------
 
 def test_finished_passes_count_a_passs_own_checkpoint_and_the_end_of_a_run_alike():
-    from iic.engine import finished_passes
+    from iic.engine.checkpoints import finished_passes
 
     progress = lambda processed: {"fit_loop": {"epoch_progress": {"total": {"processed": processed}}}}  # noqa: E731
     assert finished_passes({"epoch": 1, "loops": progress(2)}) == 2  # saved as pass 1 (the second) ended
@@ -153,10 +166,11 @@ def test_finished_passes_count_a_passs_own_checkpoint_and_the_end_of_a_run_alike
 def test_a_resumed_runs_metrics_keep_the_finished_passes_on_disk_and_new_rows_are_appended(tmp_path, monkeypatch):
     import csv
 
-    import iic.engine as engine
+    import iic.engine.trainer as engine
+    from iic.engine.run import trim_metrics_for_resume
 
     (tmp_path / "metrics.csv").write_text("epoch,loss,step\n0,-1.0,9\n1,-2.0,19\n2,-2.5,29\n")  # pass 2 unfinished
-    engine.trim_metrics_for_resume(tmp_path, resumed_passes=2)
+    trim_metrics_for_resume(tmp_path, resumed_passes=2)
     assert [r["epoch"] for r in csv.DictReader((tmp_path / "metrics.csv").open())] == ["0", "1"]
     writes, atomic = [], engine.atomic_write_bytes
     monkeypatch.setattr(engine, "atomic_write_bytes", lambda path, data: (writes.append(path), atomic(path, data)))
@@ -176,7 +190,7 @@ def test_a_run_killed_in_a_pass_resumes_with_the_passes_left_and_the_history_of_
                                                                                              monkeypatch):
     import csv
 
-    from iic.api import run_training
+    from iic.clustering.api import run_training
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), out_dir=str(tmp_path), name="run", k_b=3,
                            k_a=0, head_b_passes=1, num_subheads=1, trunks=1, epochs=3, batch_size=50, accelerator="cpu")
@@ -207,10 +221,10 @@ def test_a_run_killed_in_a_pass_resumes_with_the_passes_left_and_the_history_of_
 def test_checkpoints_are_written_beside_their_target_and_renamed(tmp_path, monkeypatch):
     import os
 
-    from iic.engine import AtomicCheckpointIO, build_trainer
+    from iic.engine.trainer import AtomicCheckpointIO, build_trainer
 
     trainer = build_trainer(ClusterConfig(accelerator="cpu"), tmp_path / "run", max_epochs=1,
-                            check_val_every_n_epoch=1, reload_dataloaders=False, enable_progress_bar=False)
+                            check_val_every_n_epoch=1, reload_dataloaders=False, progress=False)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     moves, real_replace = [], os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (moves.append((src, dst)), real_replace(src, dst))[1])
@@ -223,7 +237,7 @@ def test_checkpoints_are_written_beside_their_target_and_renamed(tmp_path, monke
 def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, monkeypatch):
     from datetime import datetime
 
-    import iic.engine as engine
+    import iic.engine.run as engine
 
     class FixedClock(datetime):
         @classmethod
@@ -244,7 +258,7 @@ def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, 
 
 def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_but_what_was_there(three_digit_npz, tmp_path,
                                                                                     monkeypatch):
-    from iic.api import run_training
+    from iic.clustering.api import run_training
 
     def interrupted(self, batch, batch_idx):
         raise KeyboardInterrupt

@@ -31,5 +31,6 @@ class NetworkInput(nn.Module):
         if self.sobel:
             grey = rgb_to_grayscale(colour) if self.color_channels == 3 else colour.mean(dim=1, keepdim=True)
             parts.append(sobel_gradients(grey))
-        parts.append(extra)
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        if self.extra_channels:
+            parts.append(extra)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # colour alone: x itself, no copy
