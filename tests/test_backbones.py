@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from iic.backbones import ClusterNet5g, build_backbone
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
+from iic.clustering.backbones import ClusterNet5g, build_backbone
+from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
+from iic.config import config_from_dict
 from iic.errors import IICError
 
 

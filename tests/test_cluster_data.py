@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from iic.config import ClusterConfig
-from iic.data.clustering import image_folder, load_cluster_data, npz_arrays
+from iic.clustering.config import ClusterConfig
+from iic.clustering.data import image_folder, load_cluster_data, npz_arrays
 from iic.errors import IICError
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from iic.config import ClusterConfig
-from iic.data.clustering import image_folder, images_from_array, load_cluster_data, npz_arrays
+from iic.clustering.config import ClusterConfig
+from iic.clustering.data import image_folder, images_from_array, load_cluster_data, npz_arrays
 from iic.data.images import expand_image_paths, load_image, open_image
 from iic.errors import IICError
 

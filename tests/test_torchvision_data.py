@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from iic.config import ClusterConfig
-from iic.data.clustering import load_cluster_data
+from iic.clustering.config import ClusterConfig
+from iic.clustering.data import load_cluster_data
 
 RNG = np.random.default_rng(0)
 

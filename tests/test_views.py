@@ -1,9 +1,11 @@
 import torch
 
-from iic.config import CLUSTER_PRESETS, ClusterConfig, config_from_dict
-from iic.heads import IICNet
+from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
+from iic.clustering.network import IICNet
+from iic.clustering.views import ClusterViews, EvalView
+from iic.config import config_from_dict
+from iic.inputs import NetworkInput
 from iic.losses import iic_loss
-from iic.views import ClusterViews, EvalView, sobel
 
 
 def uint8_images(n, c, size, seed=0):
@@ -91,13 +93,18 @@ def test_eval_view_is_deterministic_centre_crop():
 
 
 def test_sobel_channels_and_response():
+    sobel = NetworkInput(3, sobel=True, include_rgb=False)
+    with_rgb = NetworkInput(3, sobel=True, include_rgb=True)
     flat = torch.full((2, 3, 16, 16), 0.5)
-    assert sobel(flat).shape == (2, 2, 16, 16)
-    assert sobel(flat, include_rgb=True).shape == (2, 5, 16, 16)
+    assert sobel(flat).shape == (2, 2, 16, 16) and sobel.out_channels == 2
+    assert with_rgb(flat).shape == (2, 5, 16, 16) and with_rgb.out_channels == 5
     assert sobel(flat)[..., 2:-2, 2:-2].abs().max() == 0
     ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 3, 16, 16)
     gx, gy = sobel(ramp)[0, :, 8, 8]
     assert gx > 0 and gy.abs() < 1e-6
+    both = with_rgb(ramp)  # colour first, then the gradients
+    torch.testing.assert_close(both[:, :3], ramp)
+    torch.testing.assert_close(both[:, 3:], sobel(ramp))
 
 
 def test_network_outputs_probabilities_per_subhead():

@@ -16,7 +16,12 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
+SUBPACKAGES = ("clustering", "segmentation", "engine", "losses", "data")
+
+
 def __getattr__(name: str):
+    if name in SUBPACKAGES:  # iic.segmentation.train(...) after a bare `import iic`
+        return importlib.import_module(f"iic.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'iic' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
