@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Changes from the paper's MNIST recipe (preset "mnist"), for a 2-core CPU and a 30-minute budget: a slimmer
 # ClusterNet6c (the paper's 5×5 kernels), a higher learning rate, smaller batches (more steps per minute), 3 repeats
 # instead of 5, bf16-mixed precision where the CPU runs it faster than float32 (``--precision auto``); and at the
-# end head B re-fitted on the frozen trunk (iic/refit.py): 100 fresh sub-heads per trunk, 5 passes at λ = 3, the 5
+# end head B re-fitted on the frozen trunk (iic/clustering/refit.py): 100 fresh sub-heads per trunk, 5 passes at λ = 3, the 5
 # with the lowest loss kept. The views and the schedule are the preset's.
 CPU_RECIPE = dict(widths=(32, 64, 128, 128), conv_size=5, lr=2e-3, batch_size=128, repeats=3, num_subheads=5, k_a=50,
                   refit_subheads=100, refit_epochs=5, refit_lamb=3.0)

@@ -15,7 +15,7 @@ class ClusterConfig:
     TASK: ClassVar[str] = "clustering"
     RENAMED: ClassVar[dict[str, str]] = {}  # old setting names still read
 
-    preset: str = "digits"
+    preset: str = "digits"  # the named settings the others start from (--preset)
     # data
     dataset: str = "digits"  # digits | mnist | cifar10 | cifar100-20 | stl10 | npz | folder
     data_path: str | None = None  # root for torchvision datasets, an .npz file or a folder of images
@@ -50,7 +50,7 @@ class ClusterConfig:
     head_b_passes: int = 2  # passes over the data training head B, per epoch
     lamb_a: float = 1.0  # λ of head A's loss (1: −I; above 1: more weight on balanced clusters)
     lamb_b: float = 1.0  # λ of head B's loss
-    # head B re-fitted on the frozen trunk after training (not in the paper; iic/refit.py): this many fresh
+    # head B re-fitted on the frozen trunk after training (not in the paper; iic/clustering/refit.py): this many fresh
     # sub-heads per trunk, trained for refit_epochs passes at λ = refit_lamb; the num_subheads with the lowest
     # loss replace head B's sub-heads (0: off)
     refit_subheads: int = 0  # fresh head-B sub-heads per trunk re-fitted on the frozen trunk after training (0: off)
@@ -80,7 +80,7 @@ X_CROPS = ("random", "centre", "centre_half")  # the values of ClusterConfig.x_c
 CLUSTER_PRESETS: dict[str, dict[str, Any]] = {
     # Embedded default: scikit-learn's 8×8 digits upsampled to 16×16, a slim ClusterNet6c (16-32-64-64); minutes on a
     # CPU. On one trunk the sub-heads trained with it often share a local optimum (two digits in one cluster, another
-    # split): head B is re-fitted on each frozen trunk (iic/refit.py), which lifted 12 trunks from 77–96% to 87–98%, and
+    # split): head B is re-fitted on each frozen trunk (iic/clustering/refit.py), which lifted 12 trunks from 77–96% to 87–98%, and
     # the lowest loss chooses between two independent trunks. An x per pair: on these 1,797 images one x per image
     # left one seed in six at 83% (BENCHMARKS.md).
     "digits": dict(widths=(16, 32, 64, 64), trunks=2, epochs=10, x_per_pair=True, refit_subheads=100),

@@ -22,7 +22,7 @@ class SegmentConfig:
     TASK: ClassVar[str] = "segmentation"
     RENAMED: ClassVar[dict[str, str]] = {"affine_degrees": "rotation"}  # old setting names still read
 
-    preset: str = "demo"
+    preset: str = "demo"  # the named settings the others start from (--preset)
     # data
     dataset: str = "demo"  # demo | potsdam | potsdam3 | cocostuff3 | cocostuff15 | folder | npz
     data_path: str | None = None  # dataset root, an .npz file, or a folder of images
