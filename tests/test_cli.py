@@ -10,6 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
+from helpers import fit
 from iic.cli import main
 
 # Two trunks of the wider network learn three digits in 6 epochs (the slim default needs more), without a re-fit.
@@ -75,7 +76,7 @@ def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
 
 
 def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch):
-    from iic.engine import ClusterModule
+    from iic.clustering.module import ClusterModule
 
     epochs = yaml.safe_load((trained_run / "config.yaml").read_text())["epochs"]
     steps_before = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
@@ -101,46 +102,51 @@ def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch)
 
 
 def test_last_checkpoint_is_the_final_model(three_digit_npz, tmp_path):
-    from iic.config import ClusterConfig, config_from_dict
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import fit
+    from iic.clustering.config import ClusterConfig
+    from iic.clustering.data import load_cluster_data
+    from iic.config import config_from_dict
 
     # Schedule B, A: the final pass trains head A, which leaves val/loss (head B's loss) where it was, so the
     # best checkpoint is not refreshed after it; last.ckpt must still be the model as training left it.
     config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
                                               "num_subheads": 2, "epochs": 1, "head_b_first": True, "head_b_passes": 1,
                                               "batch_size": 100, "repeats": 2})
-    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    data = load_cluster_data(config)
+    module, _ = fit(config, data, tmp_path / "run")
+    trained_steps = 2 * (len(data.train_b) // 100)  # two passes (B, then A) over the data
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
-    assert best["epoch"] == 0 and last["global_step"] == module.global_step == 2 * best["global_step"]
+    assert best["epoch"] == 0 and last["global_step"] == trained_steps == 2 * best["global_step"]
     for name, value in module.state_dict().items():
         assert torch.equal(last["state_dict"][name], value), name
 
 
 @pytest.mark.parametrize("eval_every", [2, 100])
 def test_checkpoints_cover_passes_not_validated(three_digit_npz, tmp_path, eval_every):
-    from iic.config import ClusterConfig, config_from_dict
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import fit
+    from iic.clustering.config import ClusterConfig
+    from iic.clustering.data import load_cluster_data
+    from iic.config import config_from_dict
 
     # Three passes: Lightning validates (and checkpoints) after pass 2 only with eval_every 2, and never with 100,
     # when its best-by-loss callback would save nothing at all.
     config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
                                               "num_subheads": 2, "epochs": 1, "eval_every": eval_every,
                                               "batch_size": 100, "repeats": 2})
-    module, _ = fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    data = load_cluster_data(config)
+    module, _ = fit(config, data, tmp_path / "run")
+    trained_steps = 3 * (len(data.train_b) // 100)  # passes A, B, B over the data
     last, best = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("last", "best"))
-    assert last["global_step"] == module.global_step
-    assert best["global_step"] == (module.global_step if eval_every == 100 else 2 * module.global_step // 3)
+    assert last["global_step"] == trained_steps
+    assert best["global_step"] == (trained_steps if eval_every == 100 else 2 * trained_steps // 3)
     for name, value in module.state_dict().items():
         assert torch.equal(last["state_dict"][name], value), name
 
 
 def test_last_checkpoint_is_saved_after_every_pass_with_that_pass_recorded(three_digit_npz, tmp_path, monkeypatch):
-    from iic.config import ClusterConfig, config_from_dict
-    from iic.data.clustering import load_cluster_data
-    from iic.engine import ClusterModule, fit
+    from iic.clustering.config import ClusterConfig
+    from iic.clustering.data import load_cluster_data
+    from iic.clustering.module import ClusterModule
+    from iic.config import config_from_dict
 
     saved = []  # last.ckpt as found at the start of passes 2 and 3, beside the module's state then
 
@@ -149,11 +155,12 @@ def test_last_checkpoint_is_saved_after_every_pass_with_that_pass_recorded(three
             last = torch.load(module.trainer.default_root_dir + "/checkpoints/last.ckpt", weights_only=False)
             saved.append((last, module.global_step, {k: v.clone() for k, v in module.state_dict().items()}))
 
-    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", lambda self: (look(self), self._loss_sums.clear()))
+    original = ClusterModule.on_train_epoch_start
+    monkeypatch.setattr(ClusterModule, "on_train_epoch_start", lambda self: (look(self), original(self)))
     config = config_from_dict(ClusterConfig, {"dataset": "npz", "data_path": str(three_digit_npz), "k_b": 3, "k_a": 6,
                                               "num_subheads": 2, "epochs": 1, "eval_every": 100,  # never evaluated
                                               "batch_size": 100, "repeats": 2})
-    fit(config, load_cluster_data(config), tmp_path / "run", enable_progress_bar=False)
+    fit(config, load_cluster_data(config), tmp_path / "run")
     assert [step for _, step, _ in saved] == [last["global_step"] for last, _, _ in saved] and len(saved) == 2
     for last, _, state in saved:
         for name, value in state.items():
@@ -365,23 +372,30 @@ def test_bad_images_and_checkpoints(tmp_path, trained_run):
 def test_a_checkpoint_of_the_other_task_names_the_commands_that_take_it(tmp_path, trained_run, capsys):
     clustering = trained_run / "checkpoints" / "last.ckpt"
     for argv in (("segment", "evaluate", str(clustering)),
-                 ("segment", "predict", str(clustering), str(trained_run / "clusters.png"), "--out", str(tmp_path / "o")),
-                 ("segment", "train", "--resume", str(trained_run), "--epochs", "1")):
+                 ("segment", "predict", str(clustering), str(trained_run / "clusters.png"), "--out", str(tmp_path / "o"))):
         assert in_process_error(capsys, *argv).endswith("is an iic clustering checkpoint, not a segmentation one: "
                                                         "use `iic evaluate`, `iic predict` or `iic train --resume`")
+    # A run directory is told by its config.yaml (`task: clustering`) before its checkpoint is read.
+    assert in_process_error(capsys, "segment", "train", "--resume", str(trained_run), "--epochs", "1").endswith(
+        f"{trained_run} is a clustering run: resume it with `iic evaluate`, `iic predict` or `iic train --resume`")
+    assert torch.load(clustering, weights_only=True)["task"] == "clustering"
     segmentation = torch.load(clustering, weights_only=False)
+    segmentation["task"] = "segmentation"
     segmentation["hyper_parameters"] = {"config": {}, "class_names": ["road", "sky"], "color_channels": 3}
     torch.save(segmentation, tmp_path / "segmentation.ckpt")
-    for argv in (("evaluate", str(tmp_path / "segmentation.ckpt")),
-                 ("predict", str(tmp_path / "segmentation.ckpt"), str(clustering), "--out", str(tmp_path / "o.csv"))):
-        assert in_process_error(capsys, *argv).endswith(
-            "is an iic segmentation checkpoint, not a clustering one: use `iic segment evaluate`, `iic segment predict` or "
-            "`iic segment train --resume`")
+    del segmentation["task"]  # as written before checkpoints named their task: told by the module's arguments
+    torch.save(segmentation, tmp_path / "legacy-segmentation.ckpt")
+    for name in ("segmentation.ckpt", "legacy-segmentation.ckpt"):
+        for argv in (("evaluate", str(tmp_path / name)),
+                     ("predict", str(tmp_path / name), str(clustering), "--out", str(tmp_path / "o.csv"))):
+            assert in_process_error(capsys, *argv).endswith(
+                "is an iic segmentation checkpoint, not a clustering one: use `iic segment evaluate`, "
+                "`iic segment predict` or `iic segment train --resume`")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.csv").exists()
 
 
 def test_a_head_that_never_trained_is_reported_as_such():
-    from iic.cli import format_results
+    from iic.clustering.cli import format_results
 
     untrained = {"k": 50, "reported_subhead": 0, "subhead_losses": [float("inf")] * 2, "cluster_sizes": [3, 0],
                  "reported": {"acc": 0.3, "nmi": 0.1, "ari": 0.1}, "best_by_labels_subhead": 1,
@@ -392,8 +406,8 @@ def test_a_head_that_never_trained_is_reported_as_such():
 
 
 def test_a_failed_download_is_one_clear_line(tmp_path):
-    from iic.config import ClusterConfig
-    from iic.data.clustering import _torchvision
+    from iic.clustering.config import ClusterConfig
+    from iic.clustering.data import _torchvision
     from iic.errors import IICError
 
     def offline(**kwargs):
@@ -410,23 +424,27 @@ def test_a_failed_download_is_one_clear_line(tmp_path):
         _torchvision(unreachable, config)
 
 
-def test_resuming_a_segmentation_run_as_clustering_says_which_command(tmp_path, capsys):
+@pytest.mark.parametrize("task", ["segmentation", None])  # config.yaml names its task; older ones are told by their keys
+def test_resuming_a_segmentation_run_as_clustering_says_which_command(tmp_path, capsys, task):
     from iic.config import save_config
     from iic.segmentation.config import SegmentConfig
 
-    save_config(SegmentConfig(), tmp_path / "config.yaml")
+    save_config(SegmentConfig(), tmp_path / "config.yaml", task=task)
+    assert (tmp_path / "config.yaml").read_text().startswith("task: segmentation\n") == (task is not None)
     line = in_process_error(capsys, "train", "--resume", str(tmp_path))
-    assert line == f"iic: error: {tmp_path} is a segmentation run: resume it with `iic segment train --resume {tmp_path}`"
+    assert line == (f"iic: error: {tmp_path} is a segmentation run: resume it with `iic segment evaluate`, "
+                    f"`iic segment predict` or `iic segment train --resume`")
 
 
 def test_help_explains_every_setting(capsys):
     import dataclasses
 
-    from iic.config import ClusterConfig, field_comments
+    from iic.clustering.config import ClusterConfig
+    from iic.config import field_comments
     from iic.segmentation.config import SegmentConfig
 
-    for cls in (ClusterConfig, SegmentConfig):  # each setting documented where it is defined
-        assert {f.name for f in dataclasses.fields(cls)} - set(field_comments(cls)) == {"preset"}
+    for cls in (ClusterConfig, SegmentConfig):  # each setting documented where it is defined (preset too, now)
+        assert {f.name for f in dataclasses.fields(cls)} - set(field_comments(cls)) == set()
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -441,3 +459,10 @@ def test_progress_bar_counts_passes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     shown = result.stdout + result.stderr  # Lightning's bars write to stdout
     assert "pass 1/3" in shown and "pass 3/3" in shown and "re-fit pass 2/2" in shown
+    # Not a terminal: one line per pass, naming its head, instead of a bar's carriage returns.
+    import re
+
+    lines = [line for line in result.stdout.splitlines() if re.match(r"pass \d/3", line)]
+    assert [line.split(":")[0] for line in lines] == ["pass 1/3 (head A)", "pass 2/3 (head B)", "pass 3/3 (head B)"]
+    assert all(re.search(r": loss \S+  pairs_per_s \S+  \d+\.\d s$", line) for line in lines), lines
+    assert "\r" not in result.stdout
