@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from iic.config import ClusterConfig, config_from_dict, read_yaml, validate_cluster_config
-from iic.data.clustering import image_folder, npz_arrays
+from iic.clustering.config import ClusterConfig, validate_cluster_config
+from iic.clustering.data import image_folder, npz_arrays
+from iic.config import config_from_dict, read_yaml
 from iic.data.images import load_image, load_label_map
-from iic.engine import read_checkpoint
+from iic.engine.checkpoints import read_checkpoint
 from iic.errors import IICError, brief
 from iic.segmentation.config import SegmentConfig, validate_config
 from iic.segmentation.data import FolderSource, load_npz_source
@@ -172,15 +173,16 @@ plain_values = st.recursive(
 )
 checkpoint_like = st.fixed_dictionaries(
     {}, optional={"state_dict": plain_values, "hyper_parameters": plain_values, "epoch": plain_values,
-                  "loops": plain_values, "history": plain_values},
+                  "loops": plain_values, "history": plain_values,  # as the segmentation checkpoints before 0.2 held
+                  "task": st.sampled_from(["clustering", "segmentation"]) | plain_values},
 )
 
 
 @FUZZ
 @given(content=checkpoint_like | plain_values, kind=st.sampled_from(["clustering", "segmentation"]))
 def test_any_plain_checkpoint(tmp_path, content, kind):
-    from iic import api
-    from iic.segmentation.engine import load_module as load_segmentation
+    from iic.clustering import api
+    from iic.segmentation.api import load as load_segmentation
 
     buffer = io.BytesIO()
     torch.save(content, buffer)
@@ -198,6 +200,7 @@ def test_any_damaged_checkpoint(tmp_path, data, legacy, position):
     for content in (data, good[:position], good[:position] + data + good[position + len(data):]):
         path = fresh_file(tmp_path, "model.ckpt", content)
         returns_or_one_line_error(read_checkpoint, path, "clustering")
+        returns_or_one_line_error(read_checkpoint, path, "segmentation")
 
 
 class RunsCode:
@@ -221,21 +224,25 @@ def malicious_checkpoint(tmp_path) -> tuple[Path, Path]:
 
 
 def test_a_malicious_checkpoint_is_refused_unread_everywhere_it_can_be_given(malicious_checkpoint, tmp_path):
-    from iic import api
-    from iic.engine import check_resumable
-    from iic.segmentation.engine import load_module as load_segmentation
-    from iic.segmentation.engine import saved_config
+    from iic.clustering import api
+    from iic.engine.checkpoints import check_resumable, load_plain
+    from iic.segmentation.api import load as load_segmentation
 
     path, marker = malicious_checkpoint
-    for load in (api.load, load_segmentation, saved_config, lambda p: read_checkpoint(p, "clustering")):
+    for load in (api.load, load_segmentation, load_plain, lambda p: read_checkpoint(p, "clustering"),
+                 lambda p: read_checkpoint(p, "segmentation")):
         with pytest.raises(IICError, match="holds Python objects.*system.*could run code"):
             load(path)
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.ckpt").write_bytes(path.read_bytes())
-    module = api.load(FIXTURES / "digits-legacy").module
-    with pytest.raises(IICError, match="could run code"):
-        check_resumable(module, run / "checkpoints" / "last.ckpt", 100)
+    # Resuming (the settings come from the run's config.yaml; the checkpoint is read before anything is trained):
+    # a run of either task whose last.ckpt was replaced by the attack.
+    for legacy, load in (("digits-legacy", api.load), ("segment-legacy", load_segmentation)):
+        run = tmp_path / f"run-{legacy}"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_bytes((FIXTURES / legacy / "config.yaml").read_bytes())
+        (run / "checkpoints" / "last.ckpt").write_bytes(path.read_bytes())
+        module = load(FIXTURES / legacy).module
+        with pytest.raises(IICError, match="could run code"):
+            check_resumable(module, run / "checkpoints" / "last.ckpt", 100)
     assert not marker.exists()
 
 
@@ -246,11 +253,21 @@ def iic_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(malicious_checkpoint, tmp_path):
     path, marker = malicious_checkpoint
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
-    for args in (["predict", str(path), "a.png"], ["segment", "predict", str(path), "a.png", "--out", "out"]):
+    runs = []
+    for legacy in ("digits-legacy", "segment-legacy"):  # runs whose last.ckpt was replaced by the attack
+        run = tmp_path / legacy
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_bytes((FIXTURES / legacy / "config.yaml").read_bytes())
+        (run / "checkpoints" / "last.ckpt").write_bytes(path.read_bytes())
+        runs.append(run)
+    for args in (["predict", str(path), "a.png"], ["segment", "predict", str(path), "a.png", "--out", "out"],
+                 ["train", "--resume", "digits-legacy", "--epochs", "2", "--no-progress"],
+                 ["segment", "train", "--resume", "segment-legacy", "--epochs", "2", "--no-progress"]):
         result = iic_command(*args, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("iic: error: ") and "could run code" in result.stderr
     assert not marker.exists() and not (tmp_path / "clusters.csv").exists() and not (tmp_path / "out").exists()
+    assert all(sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"] for run in runs)
 
 
 # An alias bomb: 10 YAML lines that expand to 9**10 strings. Under a fixed-length field it used to be formatted
@@ -260,7 +277,8 @@ ALIAS_BOMB = "jitter:\n  - &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
 
 
 def test_an_alias_bomb_config_is_refused_quickly_in_little_memory(tmp_path):
-    from iic.config import CLUSTER_PRESETS, resolve_config
+    from iic.clustering.config import CLUSTER_PRESETS
+    from iic.config import resolve_config
 
     path = tmp_path / "bomb.yaml"
     path.write_text(ALIAS_BOMB)
