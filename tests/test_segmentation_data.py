@@ -175,15 +175,28 @@ def test_folder_bad_inputs(tmp_path):
         FolderSource(images)  # read on construction, label maps or not
 
 
-def test_preset_data_path_is_found_from_any_directory(tmp_path, monkeypatch, shared_datasets):
-    from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
-    from iic.config import config_from_dict
-    from iic.segmentation.engine import build_source
+def test_preset_data_is_found_from_any_directory_by_its_path_or_in_iic_data(tmp_path, monkeypatch, shared_datasets):
+    """The CamVid presets name no data path (none into the project's folders): --data-path, or $IIC_DATA's file."""
+    import dataclasses
+
+    from iic.config import resolve_config
+    from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig, validate_config, with_data_path
+    from iic.segmentation.data import build_source
 
     monkeypatch.chdir(tmp_path)
-    config = config_from_dict(SegmentConfig, SEGMENT_PRESETS["camvid3"])
-    source = build_source(config, "eval")
+    monkeypatch.delenv("IIC_DATA", raising=False)
+    config = resolve_config(SegmentConfig, SEGMENT_PRESETS, "camvid3", None, {})
+    assert config.data_path is None and with_data_path(config) == config
+    with pytest.raises(IICError, match=r"needs --data-path.*\(or set IIC_DATA to the folder that holds "
+                                       r"camvid_180x240_trainval\.npz\)"):
+        validate_config(config)
+    npz = shared_datasets / "camvid_180x240_trainval.npz"
+    source = build_source(dataclasses.replace(config, data_path=str(npz)), "eval")
     assert source.class_names == ["sky", "ground", "plants"] and len(source) > 0
+    monkeypatch.setenv("IIC_DATA", str(shared_datasets))
+    assert with_data_path(config).data_path == str(npz)
+    monkeypatch.setenv("IIC_DATA", str(tmp_path / "elsewhere"))  # a path given wins over $IIC_DATA
+    assert with_data_path(dataclasses.replace(config, data_path=str(npz))).data_path == str(npz)
 
 
 def test_npz_splits_void_and_class_groups(tmp_path):

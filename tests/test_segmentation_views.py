@@ -1,7 +1,8 @@
 import torch
 
 from iic.segmentation.network import SegmentationNet
-from iic.segmentation.views import InvertibleViews, ViewParams, input_channels, network_input
+from iic.inputs import NetworkInput
+from iic.segmentation.views import InvertibleViews, ViewParams
 
 
 def smooth_batch(n=4, channels=4, h=24, w=32):
@@ -42,7 +43,7 @@ def test_greyscale_views_are_jittered_in_brightness_and_contrast():
 def test_affine_inverse_warps_back_and_masks_pixels_from_outside():
     torch.manual_seed(1)
     x = smooth_batch()
-    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, affine_degrees=30, affine_scale=(0.8, 1.2), affine_shear=10, color_channels=3)
+    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, rotation=30, affine_scale=(0.8, 1.2), affine_shear=10, color_channels=3)
     x_tf, params = views(x)
     back, valid = views.invert(x_tf, params)
     assert params.affine is not None and valid.shape == (4, 24, 32)
@@ -54,7 +55,7 @@ def test_affine_inverse_warps_back_and_masks_pixels_from_outside():
 
 def test_the_valid_mask_does_not_depend_on_the_maps_dtype():
     torch.manual_seed(2)
-    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, affine_degrees=20, color_channels=3)
+    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, rotation=20, color_channels=3)
     _, params = views(smooth_batch())
     maps = torch.rand(4, 5, 24, 32).softmax(1)
     _, valid = views.invert(maps, params)
@@ -70,9 +71,12 @@ def test_the_valid_mask_does_not_depend_on_the_maps_dtype():
 def test_input_channels_rgb_sobel_and_extra():
     x = torch.rand(2, 4, 16, 16)
     for use_sobel, include_rgb, expected in ((False, True, 4), (True, True, 6), (True, False, 3)):
-        out = network_input(x, 3, use_sobel, include_rgb)
-        assert out.shape[1] == expected == input_channels(3, 1, use_sobel, include_rgb)
+        network_input = NetworkInput(3, extra_channels=1, sobel=use_sobel, include_rgb=include_rgb)
+        out = network_input(x)
+        assert out.shape[1] == expected == network_input.out_channels
         assert torch.equal(out[:, -1], x[:, 3])  # the extra (IR) channel passes through last
+        if include_rgb:
+            assert torch.equal(out[:, :3], x[:, :3])  # colour first
 
 
 def test_network_maps_are_distributions_at_input_size_without_a_constant_border():
