@@ -111,7 +111,8 @@ class SegmentationModule(IICModule):
             return
         # Checkpoints from before the shared engine kept each head's chosen sub-head (and head B's loss), not each
         # sub-head's loss: the chosen one gets that loss (head A's is unknown: 0), the others none.
-        chosen = {"B": int(state.pop("best_subhead")), "A": int(state.pop("best_subhead_a", state.get("best_subhead", 0)))}
+        chosen_b = int(state.pop("best_subhead"))  # older ones had no choice for head A: it reported head B's
+        chosen = {"B": chosen_b, "A": int(state.pop("best_subhead_a", chosen_b))}
         latest_b = float(state.pop("latest_loss_b", 0.0))
         for head in self.head_names:
             losses = torch.full((self.config.num_subheads,), math.inf)
