@@ -6,11 +6,11 @@ import torch
 import yaml
 from PIL import Image
 
+from iic.cli import main
 from iic.config import config_from_dict
 from iic.errors import IICError
-from iic.cli import main
+from iic.segmentation.api import load, train
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
-from iic.segmentation.engine import build_source, evaluate_module, evaluation_loader, load_module, train
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +28,9 @@ def test_demo_training_separates_regions_by_texture(tmp_path):
                                               "out_dir": str(tmp_path), "name": "demo"})
     result = train(config, progress=False)
     # Three balanced texture classes (largest 36 % of pixels): chance after matching is about 36 %.
-    assert result.scores["B"].pixel_acc > 0.55, result.scores["B"]
+    assert result.results["B"]["reported"]["pixel_acc"] > 0.55, result.results["B"]
     run_dir = tmp_path / "demo"
+    assert result.run_dir == run_dir and result.model.path == run_dir / "checkpoints" / "last.ckpt"
     for name in ("config.yaml", "metrics.csv", "results.yaml", "segmentation.png", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["epochs"] == 25
@@ -52,12 +53,17 @@ def test_cli_train_evaluate_predict_round_trip(tmp_path, capsys):
 
     code, out, err = run_cli(capsys, "train", "--resume", checkpoint, "--epochs", 3, "--no-progress")
     assert code == 0, err
-    epochs = {int(line.split(",")[0]) for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]}
-    assert epochs == set(range(6))  # 3 epochs × (head A pass + head B pass), earlier rows kept
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    trained = {int(row["epoch"]) for row in rows if row["train/loss_A"] or row["train/loss_B"]}
+    assert trained == set(range(6))  # 3 epochs × (head A pass + head B pass), earlier rows kept
+    # The final evaluation is logged after the last pass (as clustering's); the first run's was dropped on resume.
+    assert [int(row["epoch"]) for row in rows if row["val/pixel_acc_B"]] == [6]
 
     code, out, err = run_cli(capsys, "evaluate", checkpoint)
     assert code == 0, err
-    assert "head B: pixel accuracy" in out and "48 images" in out
+    assert f"iic segment evaluate: {checkpoint} on demo (train)" in out and "head B: pixel accuracy" in out
 
     images = tmp_path / "new"
     images.mkdir()
@@ -83,7 +89,7 @@ def write_folder(root, label_sizes):
 
 
 @pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "float image",
-                                  "preset data missing", "T too large", "k_a of 1", "negative seed", "untrained head A",
+                                  "preset data missing", "preset data not in IIC_DATA", "T too large", "k_a of 1", "negative seed", "untrained head A",
                                   "affine nan", "predict empty", "no sub-heads", "negative eval crop",
                                   "crop larger than the images", "scale too small"])
 def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch, case):
@@ -107,10 +113,16 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
         write_folder(tmp_path, [None] * 4)
         Image.fromarray(np.zeros((64, 64), dtype=np.float32)).save(tmp_path / "images" / "3.tif")
         argv, expected = ["train", *unlabelled_folder_args], "unsupported image mode 'F' in " + str(tmp_path / "images" / "3.tif")
-    elif case == "preset data missing":
-        monkeypatch.setattr("iic.segmentation.config.PROJECT_ROOT", tmp_path / "project")
+    elif case == "preset data missing":  # the CamVid presets name no data path of their own
+        monkeypatch.delenv("IIC_DATA", raising=False)
         monkeypatch.chdir(tmp_path)
-        argv, expected = ["train", "--preset", "camvid3"], "no such file: ../shared/datasets/camvid"
+        argv, expected = ["train", "--preset", "camvid3"], ("dataset 'npz' needs --data-path: its root folder, .npz file "
+                                                            "or image folder (or set IIC_DATA to the folder that holds "
+                                                            "camvid_180x240_trainval.npz)")
+    elif case == "preset data not in IIC_DATA":
+        monkeypatch.setenv("IIC_DATA", str(tmp_path / "data"))
+        monkeypatch.chdir(tmp_path)
+        argv, expected = ["train", "--preset", "camvid3"], str(tmp_path / "data" / "camvid_180x240_trainval.npz")
     elif case == "T too large":
         argv, expected = ["train", "--T", 48, "--crop-size", 48], "T=48 is too large"
     elif case == "k_a of 1":
@@ -120,7 +132,7 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
     elif case == "untrained head A":
         argv, expected = ["train", "--head-a-passes", 0], "head_a_passes must be at least 1 while head A is on"
     elif case == "affine nan":
-        argv, expected = ["train", "--affine-degrees", "nan"], "affine_degrees and affine_shear must be finite"
+        argv, expected = ["train", "--rotation", "nan"], "rotation and affine_shear must be finite"
     elif case == "no sub-heads":
         argv, expected = ["train", "--num-subheads", 0], "num_subheads must be at least 1, got 0"
     elif case == "negative eval crop":
@@ -153,7 +165,7 @@ def test_potsdam3_preset_trains_on_rgb_ir_tiles(tmp_path, capsys):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["k_a"] == 24 and config["k_b"] == 3 and config["lamb_b"] == 1.5 and config["jitter"] == [0.1] * 4
     results = yaml.safe_load((run_dir / "results.yaml").read_text())
-    assert set(results["head_B"]["iou"]) == {"roads and cars", "buildings and clutter", "vegetation and trees"}
+    assert set(results["B"]["reported"]["iou"]) == {"roads and cars", "buildings and clutter", "vegetation and trees"}
     assert "paper (Table 4): pixel accuracy 65.1%" in out
     assert (run_dir / "segmentation.png").is_file()
 
@@ -187,25 +199,24 @@ def test_two_process_training_run_evaluates_each_image_once(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("iic segment train:") == 1 and result.stdout.count("pixel accuracy") == 1, result.stdout
     run_dir = tmp_path / "runs" / "ddp"
-    trained = yaml.safe_load((run_dir / "results.yaml").read_text())["head_B"]
+    trained = yaml.safe_load((run_dir / "results.yaml").read_text())["B"]["reported"]
     with open(run_dir / "metrics.csv") as f:
         validated = [float(row["val/pixel_acc_B"]) for row in csv.DictReader(f) if row.get("val/pixel_acc_B")]
     assert validated[-1] == pytest.approx(trained["pixel_acc"], abs=1e-6)
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2  # it trained
 
-    module = load_module(run_dir)
-    evaluated = evaluate_module(module, evaluation_loader(module.config, build_source(module.config, "eval")))
-    assert evaluated["B"].pixel_acc == pytest.approx(trained["pixel_acc"], abs=1e-12)
-    assert evaluated["B"].miou == pytest.approx(trained["miou"], abs=1e-12)
+    evaluated = load(run_dir).evaluate(accelerator="cpu")["B"]["reported"]
+    assert evaluated["pixel_acc"] == pytest.approx(trained["pixel_acc"], abs=1e-12)
+    assert evaluated["miou"] == pytest.approx(trained["miou"], abs=1e-12)
 
 
 def write_untrained_checkpoint(path, **settings):
     """A checkpoint as `iic segment train` saves it, without the training: enough for predict."""
     from iic.config import config_to_dict
-    from iic.segmentation.engine import SegmentationModule
+    from iic.segmentation.module import SegmentationModule
 
     module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6, **settings)), ["a", "b", "c"])
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    torch.save({"task": "segmentation", "hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     return path
 
 
@@ -241,9 +252,10 @@ def test_predict_takes_images_one_pixel_wide(tmp_path, capsys):
 
 
 def test_predict_writes_nothing_when_an_image_fails_to_segment(tmp_path, monkeypatch):
-    from iic.segmentation.engine import SegmentationModule, predict_images
+    from iic.segmentation.module import SegmentationModule
+    from iic.segmentation.outputs import predict_images
 
-    module = load_module(write_untrained_checkpoint(tmp_path / "model.ckpt"))
+    module = load(write_untrained_checkpoint(tmp_path / "model.ckpt")).module
     for name in ("a", "b"):
         Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
     segment = SegmentationModule.predict_clusters
@@ -271,7 +283,7 @@ def test_predict_refuses_an_empty_output_folder_name(tmp_path, capsys, monkeypat
 
 
 def test_output_names_use_the_folder_an_image_is_found_in(tmp_path):
-    from iic.segmentation.engine import output_names
+    from iic.segmentation.outputs import output_names
 
     for folder in ("a", "b", "store"):
         (tmp_path / folder).mkdir()
@@ -284,7 +296,7 @@ def test_output_names_use_the_folder_an_image_is_found_in(tmp_path):
 def test_output_names_are_distinct_and_keep_unique_stems():
     from pathlib import Path
 
-    from iic.segmentation.engine import output_names
+    from iic.segmentation.outputs import output_names
 
     paths = [Path("x/a/0.png"), Path("x/b/0.jpg"), Path("x/a_0.png"), Path("y/a/0.png"), Path("x/Z.png"), Path("y/z.png"),
              Path("y/w.png")]
@@ -323,32 +335,47 @@ def test_a_run_never_validated_still_has_a_best_checkpoint(tmp_path, capsys):
 
 
 def test_each_head_reports_its_own_lowest_loss_sub_head(tmp_path):
+    import warnings
+
     from iic.config import config_to_dict
-    from iic.engine import check_resumable
-    from iic.segmentation.engine import SegmentationModule
+    from iic.engine.checkpoints import check_resumable, load_trained
+    from iic.segmentation.module import SegmentationModule
 
     module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6, num_subheads=3, k_a=6)), ["a", "b", "c"])
-    module._subhead_losses = {"A": [torch.tensor([-1.0, -1.2, -3.0])], "B": [torch.tensor([-2.0, -1.0, -1.5])]}
+    module._loss_sums = {"A": torch.tensor([-1.0, -1.2, -3.0]), "B": torch.tensor([-1.0, -2.0, -1.5])}
+    module._loss_counts = {"A": 1, "B": 1}
     module.close_pass()
-    assert int(module.reported_subhead_buffer("A")) == 2 and int(module.reported_subhead_buffer("B")) == 0
-    assert float(module.latest_loss_b) == -2.0
+    assert module.reported_subhead("A") == 2 and module.reported_subhead("B") == 1
+    assert module.subhead_loss("B").tolist() == [-1.0, -2.0, -1.5]  # the buffer the choice is made from (and saved)
     module.close_pass()  # nothing new to record: the choices stand
-    assert int(module.best_subhead_a) == 2
-    # Scores are of each head's own choice: head A's sub-head 2 is right on every pixel, its sub-heads 0 and 1 wrong.
+    assert module.reported_subhead("A") == 2 and module.reported_subhead("B") == 1
+    # Scores are of each head's own choice: head A's sub-head 2 and head B's sub-head 1 are right on every pixel,
+    # the others wrong.
     labels = torch.tensor([[0, 1], [2, 0]])
     wrong = torch.tensor([[0, 0], [0, 0]])
     module.tables["A"].update(torch.stack([wrong, wrong, labels])[:, None], labels[None])
-    module.tables["B"].update(torch.stack([labels, wrong, wrong])[:, None], labels[None])
-    scores = module.finish_evaluation()
-    assert scores["A"].pixel_acc == 1.0 and scores["B"].pixel_acc == 1.0
-    # A checkpoint saved before head A had a choice of its own loads (and resumes), reporting head B's choice for
-    # head A as it did.
-    state = {k: v for k, v in module.state_dict().items() if k != "best_subhead_a"}
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": state, "global_step": 4, "epoch": 1},
-               tmp_path / "old.ckpt")
-    assert int(load_module(tmp_path / "old.ckpt").best_subhead_a) == int(module.best_subhead) == 0
-    fresh = SegmentationModule(**module.hparams)
-    assert check_resumable(fresh, tmp_path / "old.ckpt", max_passes=10) == 1 and int(fresh.best_subhead_a) == 0
+    module.tables["B"].update(torch.stack([wrong, labels, wrong])[:, None], labels[None])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer to log to here
+        module.on_validation_epoch_end()
+    results = module.last_results
+    assert results["A"]["reported"]["pixel_acc"] == 1.0 and results["B"]["reported"]["pixel_acc"] == 1.0
+    assert (results["A"]["reported_subhead"], results["B"]["reported_subhead"]) == (2, 1)
+    # Checkpoints from before the shared engine kept head B's chosen sub-head and its loss (best_subhead,
+    # latest_loss_b) and, later, head A's (best_subhead_a); older still, none for head A, which then reported head
+    # B's choice. They load (and resume) reporting the same sub-heads.
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("subhead_loss_")}
+    old = {"best_subhead": torch.tensor(1), "latest_loss_b": torch.tensor(-2.0)}
+    for name, extra, chosen_a in (("old.ckpt", {}, 1), ("with-a.ckpt", {"best_subhead_a": torch.tensor(2)}, 2)):
+        torch.save({"hyper_parameters": dict(module.hparams), "state_dict": {**state, **old, **extra},
+                    "global_step": 4, "epoch": 1}, tmp_path / name)
+        loaded, _ = load_trained(SegmentationModule, tmp_path / name)
+        assert (loaded.reported_subhead("A"), loaded.reported_subhead("B")) == (chosen_a, 1), name
+        assert loaded.subhead_loss("B")[1] == -2.0
+        assert torch.equal(loaded.cluster_to_class, module.cluster_to_class)
+        fresh = SegmentationModule(**module.hparams)
+        assert check_resumable(fresh, tmp_path / name, max_passes=10) == 1
+        assert (fresh.reported_subhead("A"), fresh.reported_subhead("B")) == (chosen_a, 1), name
 
 
 @pytest.fixture
@@ -416,7 +443,8 @@ def test_evaluate_on_other_data_uses_its_classes(tmp_path, capsys):
     code, out, err = run_cli(capsys, "evaluate", checkpoint, "--dataset", "folder", "--data-path", tmp_path / "images",
                              "--label-dir", tmp_path / "labels")
     assert code == 0, err
-    assert "2 images of folder" in out and "IoU per class: class 0" in out and "class 1" in out
+    assert f"iic segment evaluate: {checkpoint} on folder (train)" in out
+    assert "IoU per class: class 0" in out and "class 1" in out and "x " not in out
 
 
 @pytest.mark.parametrize("scale", ["nan", "inf", "0", "-1", "1e-9"])
@@ -427,3 +455,12 @@ def test_predict_refuses_a_scale_that_leaves_nothing_to_segment(tmp_path, capsys
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("iic: error: scale ") and out == "", err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_old_name_of_rotation_is_still_read(tmp_path):
+    """`affine_degrees` became `rotation` (as clustering's): config files and checkpoints of older runs keep working."""
+    from iic.config import read_yaml
+
+    (tmp_path / "old.yaml").write_text("affine_degrees: 12.5\n")
+    assert config_from_dict(SegmentConfig, read_yaml(tmp_path / "old.yaml")).rotation == 12.5
+    assert "affine_degrees" not in SegmentConfig.__dataclass_fields__
