@@ -21,7 +21,7 @@ from torch import nn
 from iic import iic_loss
 from iic.cli import main
 from iic.losses import iic_losses
-from iic.refit import stacked_subhead_probs
+from iic.clustering.refit import stacked_subhead_probs
 
 
 class PairModel(nn.Module):
