@@ -77,7 +77,8 @@ def build_trainer(config: Any, run_dir: Path, max_epochs: int, check_val_every_n
     # checkpoint callbacks last).
     callbacks: list = [
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss", mode="min",
-                        save_top_k=1, auto_insert_metric_name=False),
+                        save_top_k=1, auto_insert_metric_name=False,
+                        enable_version_counter=False),  # a run resumed in another folder: best.ckpt, not best-v1.ckpt
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
                         enable_version_counter=False, save_on_train_epoch_end=True),
     ]
