@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import fit
 from PIL import Image
 
-from helpers import fit
 from iic.cli import main
 
 # Two trunks of the wider network learn three digits in 6 epochs (the slim default needs more), without a re-fit.
@@ -193,7 +193,7 @@ def run_cli(*args):
 def assert_one_line_error(result, fragment):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("iic: error:") and fragment in lines[0], result.stderr
 
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from iic import iic_loss
 from iic.cli import main
-from iic.losses import iic_losses
 from iic.clustering.refit import stacked_subhead_probs
+from iic.losses import iic_losses
 
 
 class PairModel(nn.Module):

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from helpers import fit
+
 from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
 from iic.clustering.module import ClusterModule
 from iic.config import config_from_dict, config_to_dict, resolve_config

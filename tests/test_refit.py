@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 import torch
-
 from helpers import fit
+
 from iic.clustering.config import ClusterConfig
 from iic.clustering.data import load_cluster_data
 from iic.clustering.module import ClusterDataModule, ClusterModule, evaluate_images, refit_head_b

@@ -7,10 +7,16 @@ from PIL import Image
 
 from iic.errors import IICError
 from iic.segmentation.data import (
-    IGNORE, CocoStuffSource, EvaluationImages, FolderSource, PotsdamSource, TrainingCrops, demo_source,
-    load_npz_source, meets_curation_rule,
+    IGNORE,
+    CocoStuffSource,
+    EvaluationImages,
+    FolderSource,
+    PotsdamSource,
+    TrainingCrops,
+    demo_source,
+    load_npz_source,
+    meets_curation_rule,
 )
-
 
 # ------------------------------------------------------------------ Potsdam (the authors' preprocessed .mat tiles)
 

@@ -1,7 +1,7 @@
 import torch
 
-from iic.segmentation.network import SegmentationNet
 from iic.inputs import NetworkInput
+from iic.segmentation.network import SegmentationNet
 from iic.segmentation.views import InvertibleViews, ViewParams
 
 
