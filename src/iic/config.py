@@ -9,7 +9,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+
 def percent(value: float) -> str:
     return f"{100 * value:5.1f}%"
 

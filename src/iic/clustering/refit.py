@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from iic.clustering.config import ClusterConfig
-from iic.errors import IICError
 from iic.clustering.network import IICNet
-from iic.losses import iic_losses
 from iic.clustering.views import ClusterViews
+from iic.errors import IICError
+from iic.losses import iic_losses
 
 
 def stacked_subhead_probs(heads: nn.Linear, features: torch.Tensor, num_clusters: int) -> torch.Tensor:

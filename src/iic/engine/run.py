@@ -21,8 +21,14 @@ from iic.data.images import atomic_write_bytes, check_writable
 from iic.engine.checkpoints import check_resumable, resume_paths
 from iic.engine.module import IICModule
 from iic.engine.task import Task, commands_for, task_of_config
-from iic.engine.trainer import (build_trainer, lightning_interrupts, lightning_quieted, read_metric_rows, side_trainer,
-                                write_metric_rows)
+from iic.engine.trainer import (
+    build_trainer,
+    lightning_interrupts,
+    lightning_quieted,
+    read_metric_rows,
+    side_trainer,
+    write_metric_rows,
+)
 from iic.errors import IICError, brief
 
 

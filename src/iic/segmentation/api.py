@@ -21,8 +21,14 @@ import torch
 from iic.config import config_from_dict, resolve_config
 from iic.data.images import expand_image_paths, load_image
 from iic.errors import IICError
-from iic.segmentation.config import (DATA_FIELDS, SEGMENT_PRESETS, TRAINED_DATA_FIELDS, SegmentConfig, validate_config,
-                                     with_data_path)
+from iic.segmentation.config import (
+    DATA_FIELDS,
+    SEGMENT_PRESETS,
+    TRAINED_DATA_FIELDS,
+    SegmentConfig,
+    validate_config,
+    with_data_path,
+)
 from iic.segmentation.data import build_source, check_training_sizes, scaled_size
 
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]

@@ -3,11 +3,14 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from iic import dense_iic_loss
+
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
 
 
 def free_port() -> int:

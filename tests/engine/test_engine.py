@@ -12,6 +12,8 @@ from iic.clustering.module import ClusterModule
 from iic.config import config_from_dict, config_to_dict, resolve_config
 from iic.errors import IICError
 
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error():
     module = ClusterModule(config_to_dict(ClusterConfig(k_b=3, k_a=0, num_subheads=2)), channels=1)

@@ -1,8 +1,12 @@
 """The command-line round trip train → evaluate → predict, a run that must learn, and bad input."""
 
+import contextlib
 import csv
+import io
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,8 @@ from helpers import fit
 from PIL import Image
 
 from iic.cli import main
+
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
 
 # Two trunks of the wider network learn three digits in 6 epochs (the slim default needs more), without a re-fit.
 TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--trunks", "2", "--epochs", "6", "--batch-size", "100",
@@ -46,12 +52,12 @@ def test_tiny_training_run_learns(trained_run):
     assert results["B"]["reported_trunk"] == results["B"]["reported_subhead"] // 2
 
 
-def test_evaluate_round_trip(trained_run, capsys):
-    assert main(["evaluate", str(trained_run), "--out", str(trained_run / "eval.yaml")]) == 0
+def test_evaluate_round_trip(trained_run, capsys, tmp_path):
+    assert main(["evaluate", str(trained_run), "--out", str(tmp_path / "eval.yaml")]) == 0
     printed = capsys.readouterr().out
     assert "ACC" in printed and "NMI" in printed and "ARI" in printed
     train_results = yaml.safe_load((trained_run / "results.yaml").read_text())
-    eval_results = yaml.safe_load((trained_run / "eval.yaml").read_text())
+    eval_results = yaml.safe_load((tmp_path / "eval.yaml").read_text())
     assert eval_results["B"]["reported"]["acc"] == pytest.approx(train_results["B"]["reported"]["acc"])
 
 
@@ -75,8 +81,10 @@ def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
     assert agree >= 12  # of 15 pairs
 
 
-def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch):
+def test_resume_continues_from_last_checkpoint(trained_run, capsys, monkeypatch, tmp_path):
     from iic.clustering.module import ClusterModule
+
+    trained_run = Path(shutil.copytree(trained_run, tmp_path / "tiny"))  # the shared run stays as trained
 
     epochs = yaml.safe_load((trained_run / "config.yaml").read_text())["epochs"]
     steps_before = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
@@ -187,6 +195,18 @@ def test_odd_yaml_values_are_one_clear_line(tmp_path, monkeypatch, capsys, text,
 
 
 def run_cli(*args):
+    """``iic ARGS`` in this process (bad input is found before any training: no need for a process of its own)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, "", err.getvalue())
+
+
+def run_cli_process(*args):
+    """``iic ARGS`` as a user runs it: a process of its own."""
     return subprocess.run([sys.executable, "-m", "iic", *args], capture_output=True, text=True, timeout=300)
 
 
@@ -224,6 +244,16 @@ def assert_one_line_error(result, fragment):
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, fragment):
     result = run_cli(*args, "--out-dir", str(tmp_path)) if args[0] == "train" else run_cli(*args)
+    assert_one_line_error(result, fragment)
+    assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--k-b", "5000"], "larger than the number of training images"),
+    (["predict", "/no/such.ckpt", "."], "no such checkpoint"),
+])
+def test_bad_input_gives_one_clear_line_from_a_process_of_its_own(tmp_path, args, fragment):
+    result = run_cli_process(*args, "--out-dir", str(tmp_path)) if args[0] == "train" else run_cli_process(*args)
     assert_one_line_error(result, fragment)
     assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
 
@@ -454,8 +484,8 @@ def test_help_explains_every_setting(capsys):
 
 def test_progress_bar_counts_passes(tmp_path):
     """Lightning's bar says "Epoch 29" for --epochs 10 (its epochs are our passes): ours says which pass of how many."""
-    result = run_cli("train", "--epochs", "1", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats", "2",
-                     "--refit-subheads", "5", "--refit-epochs", "2", "--out-dir", str(tmp_path), "--name", "bar")
+    result = run_cli_process("train", "--epochs", "1", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats",
+                             "2", "--refit-subheads", "5", "--refit-epochs", "2", "--out-dir", str(tmp_path), "--name", "bar")
     assert result.returncode == 0, result.stderr[-2000:]
     shown = result.stdout + result.stderr  # Lightning's bars write to stdout
     assert "pass 1/3" in shown and "pass 3/3" in shown and "re-fit pass 2/2" in shown

@@ -11,6 +11,8 @@ from iic.clustering.data import load_cluster_data
 from iic.clustering.module import ClusterDataModule, ClusterModule, evaluate_images, refit_head_b
 from iic.config import config_to_dict
 
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
 TINY = ClusterConfig(dataset="npz", k_b=3, k_a=6, num_subheads=2, epochs=6, batch_size=100, repeats=3, lr=0.004,
                      seed=0, refit_subheads=4, refit_epochs=4)
 

@@ -12,6 +12,8 @@ from iic.errors import IICError
 from iic.segmentation.api import load, train
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

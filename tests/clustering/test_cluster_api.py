@@ -9,6 +9,8 @@ from PIL import Image
 import iic
 from iic.errors import IICError
 
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, three_digit_npz):

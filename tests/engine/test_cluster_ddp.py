@@ -23,6 +23,8 @@ from iic.cli import main
 from iic.clustering.refit import stacked_subhead_probs
 from iic.losses import iic_losses
 
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
 
 class PairModel(nn.Module):
     """S sub-heads of 4 clusters held as one linear layer, as in the re-fit; S × n × 4 outputs."""

@@ -30,7 +30,7 @@ from iic.errors import IICError, brief
 from iic.segmentation.config import SegmentConfig, validate_config
 from iic.segmentation.data import FolderSource, load_npz_source
 
-FIXTURES = Path(__file__).parent / "fixtures" / "legacy_runs"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "legacy_runs"
 # Per example: a deadline (no hang) and few examples (the suite's time budget); fresh files in a fresh folder each.
 FUZZ = settings(max_examples=25, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])
@@ -250,6 +250,7 @@ def iic_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "iic", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # runs the iic command in a subprocess
 def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(malicious_checkpoint, tmp_path):
     path, marker = malicious_checkpoint
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
@@ -293,6 +294,7 @@ def test_an_alias_bomb_config_is_refused_quickly_in_little_memory(tmp_path):
     assert time.perf_counter() - started < 5 and peak < 20 * 2**20
 
 
+@pytest.mark.slow  # runs the iic command in a subprocess
 def test_the_cli_refuses_an_alias_bomb_in_one_line_under_300_mb(tmp_path):
     (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
     # A fresh process around the command, so that the peak is the command's own, not an earlier child's.
@@ -314,6 +316,7 @@ def test_an_oversized_config_file_is_refused_unparsed(tmp_path):
         read_yaml(path)
 
 
+@pytest.mark.slow  # runs the iic command in a subprocess
 def test_a_file_name_that_is_not_utf8_is_written_back_escaped(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -1,8 +1,6 @@
 """Bad or unusual data files: corrupt archives, decompression bombs, sparse or partial labels, channels-first arrays."""
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -69,18 +67,18 @@ def test_npy_file_given_as_data_path(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["renamed.npz", "array.npy"])
-def test_cli_reports_an_unreadable_npz_in_one_line(tmp_path, name):
+def test_cli_reports_an_unreadable_npz_in_one_line(tmp_path, capsys, name):
+    from iic.cli import main
+
     path = tmp_path / name
     if name.endswith(".npy"):
         np.save(path, images(4))
     else:
         path.write_bytes(b"PK\x03\x04 not really a zip")
     out = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-m", "iic", "train", "--dataset", "npz", "--data-path", str(path),
-                             "--out-dir", str(out)], capture_output=True, text=True, timeout=300)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("iic: error:"), result.stderr
-    assert str(path) in lines[0] and not out.exists()
+    assert main(["train", "--dataset", "npz", "--data-path", str(path), "--out-dir", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("iic: error:") and str(path) in lines[0] and not out.exists()
 
 
 # --- decompression bombs -----------------------------------------------------------------------------

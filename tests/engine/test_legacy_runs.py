@@ -15,7 +15,9 @@ from PIL import Image
 import iic
 from iic.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "legacy_runs"
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "legacy_runs"
 
 
 @pytest.fixture(autouse=True)

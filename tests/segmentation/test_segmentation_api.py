@@ -11,6 +11,8 @@ import iic
 from iic import segmentation
 from iic.errors import IICError
 
+pytestmark = pytest.mark.slow  # trains, or runs the iic command
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -23,7 +25,6 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    torch.set_num_threads(1)
     out_dir = tmp_path_factory.mktemp("runs")
     return segmentation.train(epochs=1, widths=(4, 4, 4, 4, 4, 4), out_dir=str(out_dir), name="run", progress=False)
 
