@@ -25,9 +25,9 @@ from sklearn.cluster import KMeans
 
 from iic.config import config_from_dict
 from iic.metrics import segmentation_scores
+from iic.segmentation.api import run_training
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 from iic.segmentation.data import load_npz_source
-from iic.segmentation.api import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,9 +27,9 @@ import yaml
 
 from iic.cli import quiet_libraries
 from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig, validate_cluster_config
-from iic.config import config_from_dict, config_to_dict
 from iic.clustering.data import load_cluster_data
 from iic.clustering.module import ClusteringRun, ClusterModule
+from iic.config import config_from_dict, config_to_dict
 from iic.engine.module import head_schedule
 from iic.engine.run import run
 from iic.errors import IICError

@@ -25,8 +25,8 @@ from torch import nn
 
 from iic.clustering.data import load_cluster_data
 from iic.clustering.module import load_module
-from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
 from iic.clustering.views import EvalView, to_float
+from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 from iic.clustering.data import load_cluster_data
 from iic.clustering.module import load_module
+from iic.clustering.refit import stacked_subhead_probs
 from iic.losses import iic_losses
 from iic.metrics import ContingencyTables, hungarian_mapping, mapped_accuracy
-from iic.clustering.refit import stacked_subhead_probs
-from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 from iic.clustering.data import load_cluster_data
 from iic.clustering.module import load_module
 from iic.losses import iic_loss
 from iic.metrics import ContingencyTables, hungarian_mapping
-from mnist import largest_confusions  # benchmarks/mnist.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
-from iic.config import config_from_dict
 from iic.clustering.network import IICNet
-from iic.losses import iic_losses
 from iic.clustering.views import ClusterViews
+from iic.config import config_from_dict
+from iic.losses import iic_losses
 
 
 class OfficialStylePairs(Dataset):
