@@ -136,7 +136,7 @@ def test_legacy_segmentation_run_evaluates_from_the_cli_and_python(tmp_path, cap
     trained = yaml.safe_load((run / "results.yaml").read_text())  # the old format: head_B, head_A
     assert main(["segment", "evaluate", str(run)]) == 0
     printed = capsys.readouterr().out
-    assert f"iic segment evaluate: {run / 'checkpoints' / 'last.ckpt'} on demo (train)" in printed
+    assert f"iic segment evaluate: {run / 'checkpoints' / 'last.ckpt'} on 48 images of demo (train)" in printed
     assert f"head B: pixel accuracy {100 * trained['head_B']['pixel_acc']:.1f}%" in printed
     model = segmentation.load(run)
     assert model.path == run / "checkpoints" / "last.ckpt" and model.class_names == ["flat", "stripes", "grain"]

@@ -65,7 +65,7 @@ def test_cli_train_evaluate_predict_round_trip(tmp_path, capsys):
 
     code, out, err = run_cli(capsys, "evaluate", checkpoint)
     assert code == 0, err
-    assert f"iic segment evaluate: {checkpoint} on demo (train)" in out and "head B: pixel accuracy" in out
+    assert f"iic segment evaluate: {checkpoint} on 48 images of demo (train)" in out and "head B: pixel accuracy" in out
 
     images = tmp_path / "new"
     images.mkdir()
@@ -445,7 +445,7 @@ def test_evaluate_on_other_data_uses_its_classes(tmp_path, capsys):
     code, out, err = run_cli(capsys, "evaluate", checkpoint, "--dataset", "folder", "--data-path", tmp_path / "images",
                              "--label-dir", tmp_path / "labels")
     assert code == 0, err
-    assert f"iic segment evaluate: {checkpoint} on folder (train)" in out
+    assert f"iic segment evaluate: {checkpoint} on 2 images of folder (train)" in out
     assert "IoU per class: class 0" in out and "class 1" in out and "x " not in out
 
 

@@ -224,6 +224,8 @@ def ignore_lightning_chatter() -> None:
     for message in (".*does not have many workers.*", ".*Experiment logs directory.*", ".*treespec.*",
                     ".*Checkpoint directory.*exists and is not empty.*", ".*smaller than the logging interval.*",
                     ".*defined a `validation_step` but have no `val_dataloader`.*",
+                    # A run directory moved or copied since its last checkpoint: its checkpoints go where it is now.
+                    ".*dirpath has changed from.*",
                     # Every value logged at epoch level is the same on all processes (all-reduced joints and tables).
                     ".*when logging on epoch level in distributed setting.*"):
         warnings.filterwarnings("ignore", message=message)

@@ -78,7 +78,8 @@ class SegmentationModel:
         scaled_size(source, config.scale, "evaluation")
         self.module.class_names = list(source.class_names)
         self.module.set_num_classes(len(source.class_names))
-        return evaluate(self.module, evaluation_loader(config, source), accelerator)
+        results = evaluate(self.module, evaluation_loader(config, source), accelerator)
+        return {"images": len(source), **results}
 
 
 def rgb_arrays(images: ImagesLike) -> list[np.ndarray]:

@@ -114,7 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = {name: getattr(args, name) for name in DATA_FIELDS if getattr(args, name, None) is not None}
     results = model.evaluate(**data)
     config = model.module.config
-    print(f"iic segment evaluate: {model.path} on {data.get('dataset', config.dataset)} "
+    print(f"iic segment evaluate: {model.path} on {results['images']} images of {data.get('dataset', config.dataset)} "
           f"({', '.join(data.get('eval_splits') or config.eval_splits)})")
     print(format_scores(results))
     return 0
