@@ -36,16 +36,11 @@ def format_results(results: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from iic.clustering.config import CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig
-    from iic.config import overrides_from_args, resolve_config
+    from iic.clustering.task import CLUSTERING
+    from iic.config import overrides_from_args
+    from iic.engine.task import run_settings
 
-    overrides = overrides_from_args(args, ClusterConfig)
-    if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
-        from iic.clustering.task import CLUSTERING
-        from iic.engine.run import resumed_settings
-
-        config = resumed_settings(CLUSTERING, args.resume, args.config, overrides)
-    else:
-        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, args.preset, args.config, overrides)
+    config = run_settings(CLUSTERING, args.preset, args.config, args.resume, overrides_from_args(args, ClusterConfig))
 
     from iic.clustering.api import run_training
 

@@ -153,7 +153,7 @@ def evaluation_loader(images: ImageSet, num_workers: int = 0, batch_size: int = 
 class ClusteringRun(TaskRun):
     """A clustering run on data already read and checked."""
 
-    task_name = CLUSTERING.name
+    task = CLUSTERING
 
     def __init__(self, config: ClusterConfig, data: ClusterData):
         self.config, self.data = config, data

@@ -16,11 +16,11 @@ import lightning as L
 import yaml
 from torch.utils.data import DataLoader
 
-from iic.config import config_from_dict, read_yaml, resumed_config, save_config
+from iic.config import save_config
 from iic.data.images import atomic_write_bytes, check_writable
 from iic.engine.checkpoints import check_resumable, resume_paths
 from iic.engine.module import IICModule
-from iic.engine.task import Task, commands_for, task_of_config
+from iic.engine.task import Task
 from iic.engine.trainer import (
     build_trainer,
     lightning_interrupts,
@@ -29,15 +29,14 @@ from iic.engine.trainer import (
     side_trainer,
     write_metric_rows,
 )
-from iic.errors import IICError, brief
+from iic.errors import IICError
 
 
 class TaskRun:
     """One run of a task, its data read and checked: what the engine asks of it. A task subclasses this."""
 
+    task: Task  # the task's declaration: its name (written in config.yaml), its run directories' prefix
     config: Any
-    task_name: str
-    run_prefix: str = ""  # run directories are named <run_prefix><preset>-<date>-<time>
     reload_dataloaders = False  # True when head A and head B train on different data
 
     def build_module(self) -> IICModule:
@@ -85,7 +84,7 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
         run_dir, last = resume_paths(resume)
         if not last.is_file():
             raise IICError(f"cannot resume: no checkpoint at {last}")
-    claim = (fresh_run_dir(config.out_dir, config.name, f"{job.run_prefix}{config.preset}") if resume is None
+    claim = (fresh_run_dir(config.out_dir, config.name, f"{job.task.run_prefix}{config.preset}") if resume is None
              else nullcontext(run_dir))
     with claim as run_dir, lightning_quieted():
         L.seed_everything(config.seed, workers=True, verbose=False)
@@ -97,7 +96,7 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
         job.check_shares(trainer.world_size)
         resumed_passes = check_resumable(module, last, passes) if last is not None else None
         if trainer.is_global_zero:
-            start_run(run_dir, config, job.task_name, resumed_passes)
+            start_run(run_dir, config, job.task.name, resumed_passes)
             if on_start is not None:
                 on_start(run_dir)
         evaluation = job.evaluation_loader(trainer)
@@ -125,16 +124,6 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
 
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     return RunResult(run_dir, results, module, time.perf_counter() - started, main)
-
-
-def resumed_settings(task: Task, resume: str | os.PathLike, config_file: str | None, overrides: dict[str, Any]) -> Any:
-    """The settings a resumed run trains with: the run's config.yaml, then a --config file, then flags."""
-    run_dir, _ = resume_paths(resume)
-    saved = read_yaml(run_dir / "config.yaml")
-    saved_task = task_of_config(saved)
-    if saved_task is not None and saved_task != task.name:
-        raise IICError(f"{run_dir} is a {brief(saved_task).strip(chr(39))} run: resume it with {commands_for(saved_task)}")
-    return resumed_config(task.config_class, config_from_dict(task.config_class, saved), config_file, overrides)
 
 
 def losses_only(module: IICModule) -> dict[str, Any]:

@@ -1,8 +1,12 @@
 """What a task tells the engine and the command line about itself. Each task package declares one ``Task`` (in its
 ``task.py``); the engine never imports a task, it is handed one."""
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from iic.config import config_from_dict, read_yaml, resolve_config, resumed_config
+from iic.errors import IICError, brief
 
 TASKS: dict[str, "Task"] = {}  # every task declared so far, by name (the CLI declares all)
 
@@ -44,3 +48,23 @@ def task_of_config(values: dict[str, Any]) -> str | None:
 def commands_for(task_name: str) -> str:
     task = TASKS.get(task_name)
     return task.commands if task is not None else f"iic's {task_name} commands"
+
+
+def run_settings(task: Task, preset: str | None, config_file: str | None, resume: str | os.PathLike | None,
+                 overrides: dict[str, Any]) -> Any:
+    """A new run's settings: the preset, then a --config file, then flags; a resumed run's: its own, then those."""
+    if resume:
+        return resumed_settings(task, resume, config_file, overrides)
+    return resolve_config(task.config_class, task.presets, preset, config_file, overrides)
+
+
+def resumed_settings(task: Task, resume: str | os.PathLike, config_file: str | None, overrides: dict[str, Any]) -> Any:
+    """The settings a resumed run trains with: the run's config.yaml, then a --config file, then flags."""
+    from iic.engine.checkpoints import resume_paths  # torch: only for a resume, once the flags have been read
+
+    run_dir, _ = resume_paths(resume)
+    saved = read_yaml(run_dir / "config.yaml")
+    saved_task = task_of_config(saved)
+    if saved_task is not None and saved_task != task.name:
+        raise IICError(f"{run_dir} is a {brief(saved_task).strip(chr(39))} run: resume it with {commands_for(saved_task)}")
+    return resumed_config(task.config_class, config_from_dict(task.config_class, saved), config_file, overrides)

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from iic.config import add_config_arguments, overrides_from_args, resolve_config
+from iic.config import add_config_arguments, overrides_from_args
 from iic.errors import IICError
 from iic.segmentation.config import DATA_FIELDS, PAPER_PIXEL_ACCURACY, SEGMENT_PRESETS, SegmentConfig
 
@@ -56,17 +56,13 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from iic.engine.task import run_settings
     from iic.segmentation.api import run_training
     from iic.segmentation.config import validate_config, with_data_path
+    from iic.segmentation.task import SEGMENTATION
 
-    overrides = overrides_from_args(args, SegmentConfig)
-    if args.resume:  # the run's own settings, then --config, then flags (e.g. more --epochs)
-        from iic.engine.run import resumed_settings
-        from iic.segmentation.task import SEGMENTATION
-
-        config = resumed_settings(SEGMENTATION, args.resume, args.config_file, overrides)
-    else:
-        config = resolve_config(SegmentConfig, SEGMENT_PRESETS, args.preset, args.config_file, overrides)
+    config = run_settings(SEGMENTATION, args.preset, args.config_file, args.resume,
+                          overrides_from_args(args, SegmentConfig))
     config = with_data_path(config)
     validate_config(config)
     banner = (f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "

@@ -123,8 +123,7 @@ class SegmentationModule(IICModule):
 class SegmentationRun(TaskRun):
     """A segmentation run on sources already read and checked (``eval_source`` None: no label maps)."""
 
-    task_name = SEGMENTATION.name
-    run_prefix = SEGMENTATION.run_prefix
+    task = SEGMENTATION
 
     def __init__(self, config: SegmentConfig, train_source: SegmentationSource, eval_source: SegmentationSource | None):
         self.config, self.train_source, self.eval_source = config, train_source, eval_source
