@@ -133,5 +133,5 @@ def run_predict(args: argparse.Namespace) -> int:
         raise IICError(f"no images to segment outside --out {out_dir}")
     scale = args.scale if args.scale is not None else model.config.scale
     written = predict_images(model.module, paths, out_dir, scale)
-    print(f"wrote {len(written)} files for {len(paths)} images to {out_dir}")
+    print(f"wrote {len(written)} files for {len(paths)} image{'' if len(paths) == 1 else 's'} to {out_dir}")
     return 0
