@@ -43,14 +43,23 @@ yaml_values = st.recursive(
 )
 
 
+MEMORY_LIMIT = 64 * 2**20  # what reading any of these small generated inputs may allocate (Python and numpy)
+
+
 def returns_or_one_line_error(call, *args, **kwargs):
-    """Run ``call``; an IICError is fine if its message is one line (what the CLI prints), anything else fails."""
+    """Run ``call``; an IICError is fine if its message is one line (what the CLI prints), anything else fails, and
+    so does allocating more than MEMORY_LIMIT on the way (traced: Python objects and numpy arrays)."""
+    tracemalloc.start()
     try:
         return call(*args, **kwargs)
     except IICError as exc:
         message = str(exc)
         assert message and "\n" not in message and len(message) < 2000, message
         return None
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < MEMORY_LIMIT, f"{call.__name__} allocated {peak / 2**20:.0f} MiB"
 
 
 def fresh_file(folder: Path, name: str, data: bytes) -> Path:
