@@ -63,10 +63,13 @@ def iic_scores(module, val_source, config: SegmentConfig):
     for start in range(0, len(images), 16):
         x = images[start:start + 16].float().div(255)
         full_size = x.shape[-2:]
-        small = F.interpolate(x, scale_factor=config.scale, mode="bilinear", antialias=True, recompute_scale_factor=False)
+        small = F.interpolate(x, scale_factor=config.scale, mode="bilinear", antialias=True,
+                              recompute_scale_factor=False)
         maps = module(small.to(module.device), "B")[module.reported_subhead("B")]
-        clusters = F.interpolate(maps, size=full_size, mode="bilinear", align_corners=False).argmax(dim=1).cpu().numpy()
-        table += contingency(clusters.reshape(-1), val_source.labels[start:start + 16].reshape(-1).astype(np.int64), k, val_source.num_classes)
+        clusters = F.interpolate(maps, size=full_size, mode="bilinear",
+                                 align_corners=False).argmax(dim=1).cpu().numpy()
+        table += contingency(clusters.reshape(-1), val_source.labels[start:start + 16].reshape(-1).astype(np.int64), k,
+                             val_source.num_classes)
     return segmentation_scores(table)
 
 
@@ -76,7 +79,8 @@ def main() -> None:
     parser.add_argument("--minutes-11", type=float, default=10.0, help="IIC training budget for CamVid-11")
     parser.add_argument("--settings", nargs="+", choices=("camvid3", "camvid"), default=("camvid3", "camvid"))
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "bench-camvid"))
-    parser.add_argument("--data", required=True, type=Path, help="CamVid as .npz, e.g. ../shared/datasets/camvid_180x240_trainval.npz")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="CamVid as .npz, e.g. ../shared/datasets/camvid_180x240_trainval.npz")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -84,7 +88,8 @@ def main() -> None:
     for preset, minutes, label in (("camvid3", args.minutes_3, "CamVid-3"), ("camvid", args.minutes_11, "CamVid-11")):
         if preset not in args.settings:
             continue
-        config = config_from_dict(SegmentConfig, {**SEGMENT_PRESETS[preset], "preset": preset, "data_path": str(args.data),
+        config = config_from_dict(SegmentConfig, {**SEGMENT_PRESETS[preset], "preset": preset,
+                                                  "data_path": str(args.data),
                                                   "max_minutes": minutes, "epochs": 10_000, "eval_every": 10_000,
                                                   "out_dir": args.out_dir, "name": f"{preset}-{stamp}"})
         train_source = load_npz_source(args.data, config.train_splits, class_groups=config.class_groups)
@@ -97,16 +102,19 @@ def main() -> None:
         ours = iic_scores(module, val_source, config)
         steps = int(torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"])
         rows.append((label, val_source.num_classes, baseline, baseline_seconds, ours, seconds, steps, result.run_dir))
-        print(f"{label}: k-means {100 * baseline.pixel_acc:.1f}% / IIC {100 * ours.pixel_acc:.1f}% ({steps} steps, {seconds / 60:.1f} min)", flush=True)
+        print(f"{label}: k-means {100 * baseline.pixel_acc:.1f}% / IIC {100 * ours.pixel_acc:.1f}% "
+              f"({steps} steps, {seconds / 60:.1f} min)", flush=True)
 
     print()
-    print(f"CamVid 180x240, train 367 images without labels, scored on the 101 validation images; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print("| setting | classes | k-means on colours: pixel acc | mIoU | IIC (head B): pixel acc | mIoU | IIC − k-means | IIC training |")
+    print(f"CamVid 180x240, train 367 images without labels, scored on the 101 validation images; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| setting | classes | k-means on colours: pixel acc | mIoU | IIC (head B): pixel acc | mIoU | IIC − k-means "
+          "| IIC training |")
     print("|---|---|---|---|---|---|---|---|")
     for label, classes, baseline, baseline_seconds, ours, seconds, steps, run_dir in rows:
-        print(f"| {label} | {classes} | {100 * baseline.pixel_acc:.1f}% | {100 * baseline.miou:.1f}% | {100 * ours.pixel_acc:.1f}% | "
-              f"{100 * ours.miou:.1f}% | {100 * (ours.pixel_acc - baseline.pixel_acc):+.1f} pts | {seconds / 60:.1f} min, {steps} steps |")
+        print(f"| {label} | {classes} | {100 * baseline.pixel_acc:.1f}% | {100 * baseline.miou:.1f}% | "
+              f"{100 * ours.pixel_acc:.1f}% | {100 * ours.miou:.1f}% | "
+              f"{100 * (ours.pixel_acc - baseline.pixel_acc):+.1f} pts | {seconds / 60:.1f} min, {steps} steps |")
     for label, *_, run_dir in rows:
         print(f"{label} run directory: {run_dir}")
 

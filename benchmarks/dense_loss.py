@@ -96,7 +96,8 @@ def main() -> None:
     values = list(losses.values())
     assert abs(values[0] - values[1]) < 1e-4 * max(1.0, abs(values[1])), f"the two disagree: {losses}"
 
-    times = {name: statistics.median(time_step(fn, inputs, args.T, device) for _ in range(args.repeats)) for name, fn in methods.items()}
+    times = {name: statistics.median(time_step(fn, inputs, args.T, device) for _ in range(args.repeats))
+             for name, fn in methods.items()}
     memory = {name: peak_memory(fn, inputs, args.T, device) for name, fn in methods.items()}
     dense_name, loop_name = methods
     print(f"dense IIC loss, forward+backward: k={args.k} T={args.T} n={args.n} {args.size}x{args.size} on {device} "

@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Changes from the paper's MNIST recipe (preset "mnist"), for a 2-core CPU and a 30-minute budget: a slimmer
 # ClusterNet6c (the paper's 5×5 kernels), a higher learning rate, smaller batches (more steps per minute), 3 repeats
 # instead of 5, bf16-mixed precision where the CPU runs it faster than float32 (``--precision auto``); and at the
-# end head B re-fitted on the frozen trunk (iic/clustering/refit.py): 100 fresh sub-heads per trunk, 5 passes at λ = 3, the 5
-# with the lowest loss kept. The views and the schedule are the preset's.
+# end head B re-fitted on the frozen trunk (iic/clustering/refit.py): 100 fresh sub-heads per trunk, 5 passes at λ = 3,
+# the 5 with the lowest loss kept. The views and the schedule are the preset's.
 CPU_RECIPE = dict(widths=(32, 64, 128, 128), conv_size=5, lr=2e-3, batch_size=128, repeats=3, num_subheads=5, k_a=50,
                   refit_subheads=100, refit_epochs=5, refit_lamb=3.0)
 
@@ -74,7 +74,8 @@ def profile_step(config: ClusterConfig, images: torch.Tensor, steps: int = 5) ->
 
 
 def largest_confusions(table: np.ndarray, count: int = 3) -> list[tuple[int, int, int]]:
-    """(images, true class, class its cluster is matched to) for the largest off-diagonal cells after Hungarian matching."""
+    """(images, true class, class its cluster is matched to) for the largest off-diagonal cells after Hungarian
+    matching."""
     mapping = hungarian_mapping(table)
     cells = [(int(table[cluster, label]), label, matched)
              for cluster, matched in mapping.items() for label in range(table.shape[1]) if label != matched]
@@ -89,13 +90,14 @@ def main() -> int:
     budget.add_argument("--minutes", type=float, default=None,
                         help="the training budget itself; the re-fit and the evaluation come after it")
     parser.add_argument("--precision", default="auto", choices=("auto", "32-true", "bf16-mixed"),
-                        help="auto: the faster of the two in the step profile (bf16-mixed was 1.8× faster on a CPU with "
-                             "AVX-512 BF16, 6× slower on one with AVX2 only)")
+                        help="auto: the faster of the two in the step profile (bf16-mixed was 1.8× faster on a CPU "
+                             "with AVX-512 BF16, 6× slower on one with AVX2 only)")
     parser.add_argument("--widths", type=int, nargs=4, default=None,
                         help=f"ClusterNet6c widths (default {CPU_RECIPE['widths']}; the paper's: 64 128 256 512)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config field, e.g. --set lamb_b=1.5 --set seed=1 --set trunks=3")
-    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
+    parser.add_argument("--data", required=True,
+                        help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     parser.add_argument("--out-dir", default=str(ROOT / "runs" / "benchmarks"))
     args = parser.parse_args()
     try:
@@ -149,9 +151,11 @@ def main() -> int:
         # A schedule needs the run's length: as many epochs as the profiled step time fits in the budget (+10% a
         # pass for its evaluation), so that the lr reaches its end about when the time does.
         pass_seconds = 1.1 * total * steps_per_pass
-        passes_per_epoch = len(head_schedule(config.k_a, config.head_a_passes, config.head_b_passes, config.head_b_first))
+        passes_per_epoch = len(head_schedule(config.k_a, config.head_a_passes, config.head_b_passes,
+                                             config.head_b_first))
         config.epochs = max(1, round(60 * config.max_minutes / pass_seconds / passes_per_epoch))
-        print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs ({config.epochs * passes_per_epoch} passes)")
+        print(f"\nlr schedule {config.lr_schedule} over {config.epochs} epochs "
+              f"({config.epochs * passes_per_epoch} passes)")
 
     started = time.perf_counter()
     result = run(ClusteringRun(config, data), progress=False)
@@ -169,7 +173,8 @@ def main() -> int:
     final = results["B"]["reported"]
     table = module.tables["B"].compute().cpu().numpy()[module.reported_subhead("B")]
     print("\nlargest confusions of the reported sub-head:", "; ".join(
-        f"{n} images of digit {label} in the cluster matched to {matched}" for n, label, matched in largest_confusions(table)))
+        f"{n} images of digit {label} in the cluster matched to {matched}"
+        for n, label, matched in largest_confusions(table)))
     print(f"\nfinal: ACC {100 * final['acc']:.2f}%  NMI {final['nmi']:.3f}  ARI {final['ari']:.3f} (paper: 99.2%)")
     return 0
 

@@ -64,7 +64,8 @@ class ToFloat(nn.Module):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
-    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
+    parser.add_argument("--data", required=True,
+                        help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     parser.add_argument("--random-views", type=int, default=6)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -112,7 +113,8 @@ def main() -> int:
     unit = features / features.norm(dim=1, keepdim=True)
     reduced = PCA(50, random_state=0).fit_transform(unit.numpy())
     reduced /= np.linalg.norm(reduced, axis=1, keepdims=True)
-    for name, points in (("raw", features.numpy()), ("L2-normalised", unit.numpy()), ("PCA-50, L2-normalised", reduced)):
+    for name, points in (("raw", features.numpy()), ("L2-normalised", unit.numpy()),
+                         ("PCA-50, L2-normalised", reduced)):
         clusters = KMeans(k, n_init=3, random_state=0).fit_predict(points)
         rows.append((f"k-means on the trunk's features, {name}", accuracy(clusters, data.labels, k)))
 

@@ -69,7 +69,8 @@ def main() -> int:
     parser.add_argument("--then-epochs", type=int, default=0)
     parser.add_argument("--then-lamb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
+    parser.add_argument("--data", required=True,
+                        help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     module, path = load_module(args.run)
@@ -141,7 +142,8 @@ def print_selection(loss: torch.Tensor, plain: torch.Tensor, lamb: float, accura
     marginals = (plain - loss) / (lamb - 1)
     joint = plain + marginals
     among = loss.argsort()[:kept]
-    print(f"\n| λ for the choice | lowest of all: sub-head, ACC | lowest of the {kept} lowest at λ = {lamb:g}: sub-head, ACC |"
+    print(f"\n| λ for the choice | lowest of all: sub-head, ACC | "
+          f"lowest of the {kept} lowest at λ = {lamb:g}: sub-head, ACC |"
           "\n|---:|---:|---:|")
     for choice in (1, 2, 3, 4, 5, 6, 8):
         at_choice = joint - choice * marginals

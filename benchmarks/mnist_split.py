@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @torch.no_grad()
 def pair_probabilities(module, images: torch.Tensor, labels: torch.Tensor, subhead: int,
                        batch: int = 500) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sub-head outputs for x and g(x) of each image (r copies each, as in training), in float32, and each pair's label."""
+    """Sub-head outputs for x and g(x) of each image (r copies each, as in training), in float32, and each pair's
+    label."""
     p, p_tf, pair_labels = [], [], []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
@@ -43,7 +44,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
     parser.add_argument("--images", type=int, default=20000, help="random images to draw training pairs from")
-    parser.add_argument("--data", required=True, help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
+    parser.add_argument("--data", required=True,
+                        help="MNIST as .npz (x_train, y_train, x_test, y_test), e.g. ../shared/datasets/mnist.npz")
     args = parser.parse_args()
     torch.manual_seed(0)
     module, path = load_module(args.run)

@@ -58,7 +58,8 @@ class OfficialStylePairs(Dataset):
         return torch.cat([self.tf_x(image)] * self.repeats), torch.cat([self.tf_g(image) for _ in range(self.repeats)])
 
 
-def official_forward_pair(net: IICNet, x: torch.Tensor, gx: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+def official_forward_pair(net: IICNet, x: torch.Tensor, gx: torch.Tensor,
+                          head: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The official code's passes: all r·n views of x (r copies of each) and of g(x), NCHW memory layout throughout."""
     def forward(images):
         return torch.cat([tower(net.input_layer(images), head) for tower in net.towers])
@@ -166,16 +167,21 @@ def main() -> int:
     view_rate = measure(views_only, args.steps, pairs, device)
     official_flops, our_flops = flops_of(official_step) / pairs, flops_of(our_step) / pairs  # per pair
     peaks = {dtype: convolution_peak(config.conv_size, device, dtype) for dtype in (torch.float32, torch.bfloat16)}
-    print(f"preset {args.preset}, device {device}, batch {config.batch_size} images × r={config.repeats} = {pairs} pairs, "
-          f"widths {tuple(config.widths)}, {config.conv_size}×{config.conv_size} convs, torch threads {torch.get_num_threads()}, official-style workers {args.workers}")
+    print(f"preset {args.preset}, device {device}, batch {config.batch_size} images × r={config.repeats} = "
+          f"{pairs} pairs, widths {tuple(config.widths)}, {config.conv_size}×{config.conv_size} convs, "
+          f"torch threads {torch.get_num_threads()}, official-style workers {args.workers}")
     print("| pipeline | training pairs/s | ratio to official | GFLOP/s |\n|---|---:|---:|---:|")
-    print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 | {official * official_flops / 1e9:,.0f} |")
-    print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} | {ours * our_flops / 1e9:,.0f} |")
-    print(f"| iic, --precision bf16-mixed | {ours_bf16:,.0f} | {ours_bf16 / official:.2f} | {ours_bf16 * our_flops / 1e9:,.0f} |")
-    print(f"| network + loss only (upper bound) | {network:,.0f} | {network / official:.2f} | {network * our_flops / 1e9:,.0f} |")
+    print(f"| official-style (PIL per image, DataLoader) | {official:,.0f} | 1.00 | "
+          f"{official * official_flops / 1e9:,.0f} |")
+    print(f"| iic (batched kornia views on device) | {ours:,.0f} | {ours / official:.2f} | "
+          f"{ours * our_flops / 1e9:,.0f} |")
+    print(f"| iic, --precision bf16-mixed | {ours_bf16:,.0f} | {ours_bf16 / official:.2f} | "
+          f"{ours_bf16 * our_flops / 1e9:,.0f} |")
+    print(f"| network + loss only (upper bound) | {network:,.0f} | {network / official:.2f} | "
+          f"{network * our_flops / 1e9:,.0f} |")
     print(f"| iic views only | {view_rate:,.0f} | {view_rate / official:.2f} | |")
-    print(f"\nwork per pair: official-style {official_flops / 1e6:.0f} MFLOP, iic {our_flops / 1e6:.0f} MFLOP; one large "
-          f"{config.conv_size}×{config.conv_size} convolution's forward pass on this device: float32 "
+    print(f"\nwork per pair: official-style {official_flops / 1e6:.0f} MFLOP, iic {our_flops / 1e6:.0f} MFLOP; "
+          f"one large {config.conv_size}×{config.conv_size} convolution's forward pass on this device: float32 "
           f"{peaks[torch.float32] / 1e9:,.0f} GFLOP/s, bfloat16 {peaks[torch.bfloat16] / 1e9:,.0f} GFLOP/s")
     return 0
 
