@@ -1,8 +1,9 @@
 """Invariant Information Clustering (Ji, Henriques, Vedaldi, ICCV 2019).
 
 Clustering: ``iic.train``, ``iic.load`` (iic.clustering); segmentation: ``iic.segmentation.train``, ``.load``; the
-losses alone: ``iic.iic_loss``, ``iic.dense_iic_loss``. Names are imported when first used: ``import iic`` (and the ``iic`` command) reads no torch until something needs
-it, so that a bad setting or file is reported in a moment and in little memory."""
+losses alone: ``iic.iic_loss``, ``iic.dense_iic_loss``. Names are imported when first used: ``import iic`` (and the
+``iic`` command) reads no torch until something needs it, so that a bad setting or file is reported in a moment and
+in little memory."""
 
 import importlib
 

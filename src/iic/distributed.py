@@ -24,7 +24,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
     from torch.distributed.nn.functional import all_reduce
 
-    with warnings.catch_warnings():  # deprecated in favour of functional collectives, which have no autograd on all backends
+    # deprecated in favour of functional collectives, which have no autograd on all backends
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return all_reduce(tensor, op=dist.ReduceOp.SUM)
 
@@ -33,7 +34,8 @@ def check_shares(world_size: int, training: int, evaluation: int | None, at_leas
     """Refuse data too small for every process to train on ``at_least`` images and evaluate at least one (None:
     nothing to evaluate); a process with no batch would skip the collectives the others wait in."""
     if training < at_least * world_size:
-        raise IICError(f"{training} training images cannot be shared by {world_size} processes (at least {at_least} each)")
+        raise IICError(f"{training} training images cannot be shared by {world_size} processes "
+                       f"(at least {at_least} each)")
     if evaluation is not None and evaluation < world_size:
         raise IICError(f"{evaluation} evaluation images cannot be shared by {world_size} processes (at least 1 each)")
 

@@ -57,7 +57,8 @@ class TorchvisionTrunk(nn.Module):
         try:
             model = torchvision.models.get_model(name, weights=None)
         except (ValueError, KeyError):
-            raise IICError(f"unknown backbone {name!r}: use clusternet6c, clusternet5g or a torchvision model name") from None
+            raise IICError(f"unknown backbone {name!r}: use clusternet6c, clusternet5g "
+                           "or a torchvision model name") from None
         if getattr(model, "aux_logits", False):  # GoogLeNet, Inception v3: in training they return a tuple
             model.aux_logits = False
             for aux in ("aux1", "aux2", "AuxLogits"):
@@ -90,6 +91,7 @@ def build_backbone(name: str, in_channels: int, widths: tuple[int, ...], input_s
         try:  # torchvision's models state their input sizes as RuntimeErrors, ValueErrors or assertions
             features = trunk(torch.zeros(2, in_channels, input_size, input_size)).shape[1]
         except (RuntimeError, ValueError, AssertionError) as exc:
-            raise IICError(f"backbone {name!r} cannot take {input_size}×{input_size} inputs: {str(exc).splitlines()[0]}") from None
+            raise IICError(f"backbone {name!r} cannot take {input_size}×{input_size} inputs: "
+                           f"{str(exc).splitlines()[0]}") from None
     trunk.train(was_training)
     return trunk, features

@@ -80,9 +80,9 @@ X_CROPS = ("random", "centre", "centre_half")  # the values of ClusterConfig.x_c
 CLUSTER_PRESETS: dict[str, dict[str, Any]] = {
     # Embedded default: scikit-learn's 8×8 digits upsampled to 16×16, a slim ClusterNet6c (16-32-64-64); minutes on a
     # CPU. On one trunk the sub-heads trained with it often share a local optimum (two digits in one cluster, another
-    # split): head B is re-fitted on each frozen trunk (iic/clustering/refit.py), which lifted 12 trunks from 77–96% to 87–98%, and
-    # the lowest loss chooses between two independent trunks. An x per pair: on these 1,797 images one x per image
-    # left one seed in six at 83% (BENCHMARKS.md).
+    # split): head B is re-fitted on each frozen trunk (iic/clustering/refit.py), which lifted 12 trunks from 77–96% to
+    # 87–98%, and the lowest loss chooses between two independent trunks. An x per pair: on these 1,797 images one x
+    # per image left one seed in six at 83% (BENCHMARKS.md).
     "digits": dict(widths=(16, 32, 64, 64), trunks=2, epochs=10, x_per_pair=True, refit_subheads=100),
     "mnist": dict(
         dataset="mnist", channels=1, image_size=28, input_size=24, crop_size=20, x_crop="centre_half",
@@ -123,17 +123,23 @@ def validate_cluster_config(config: ClusterConfig) -> None:
         (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
         (0 <= config.rotation <= 180, f"rotation must be in 0..180 degrees, got {config.rotation}"),
         (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
-         f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), got {config.refit_subheads}"),
+         f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), "
+         f"got {config.refit_subheads}"),
         (config.refit_epochs >= 1, f"refit_epochs must be at least 1, got {config.refit_epochs}"),
         (config.channels in (1, 3), f"channels must be 1 or 3, got {config.channels}"),
-        (0 < config.crop_size <= config.image_size, f"crop_size must be in 1..image_size ({config.image_size}), got {config.crop_size}"),
-        (0 < config.eval_crop_size <= config.image_size, f"eval_crop_size must be in 1..image_size ({config.image_size}), got {config.eval_crop_size}"),
+        (0 < config.crop_size <= config.image_size,
+         f"crop_size must be in 1..image_size ({config.image_size}), got {config.crop_size}"),
+        (0 < config.eval_crop_size <= config.image_size,
+         f"eval_crop_size must be in 1..image_size ({config.image_size}), got {config.eval_crop_size}"),
         (0 < config.tf_crop_sizes[0] <= config.tf_crop_sizes[1] <= config.image_size,
-         f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), got {config.tf_crop_sizes}"),
+         f"tf_crop_sizes must be increasing, positive and at most image_size ({config.image_size}), "
+         f"got {config.tf_crop_sizes}"),
         (config.input_size >= 8, f"input_size must be at least 8, got {config.input_size}"),
-        (config.x_crop in X_CROPS, f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {brief(config.x_crop)}"),
+        (config.x_crop in X_CROPS,
+         f"x_crop must be {', '.join(X_CROPS[:-1])} or {X_CROPS[-1]}, got {brief(config.x_crop)}"),
         (0 <= config.rotation_p <= 1, f"rotation_p must be a probability (0 to 1), got {config.rotation_p}"),
-        (config.conv_size >= 1 and config.conv_size % 2 == 1, f"conv_size must be odd and positive, got {config.conv_size}"),
+        (config.conv_size >= 1 and config.conv_size % 2 == 1,
+         f"conv_size must be odd and positive, got {config.conv_size}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -33,7 +33,8 @@ class ImageSet:
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_names) if self.class_names else int(self.labels.max()) + 1 if self.labels is not None else 0
+        return (len(self.class_names) if self.class_names
+                else int(self.labels.max()) + 1 if self.labels is not None else 0)
 
 
 @dataclass
@@ -98,8 +99,10 @@ def labels_from_array(array: np.ndarray, count: int, source: str) -> np.ndarray:
     if array.dtype == np.bool_:
         array = array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
-        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (array != np.round(array)).any():
-            raise IICError(f"{source}: labels must be whole numbers (got dtype {array.dtype}, or NaN/fractional values)")
+        if (not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all()
+                or (array != np.round(array)).any()):
+            raise IICError(f"{source}: labels must be whole numbers "
+                           f"(got dtype {array.dtype}, or NaN/fractional values)")
     if array.size and (array.min() < -2**63 or array.max() >= 2**63):  # would wrap around as int64
         raise IICError(f"{source}: labels must lie in the int64 range, got [{array.min():g}, {array.max():g}]")
     return array.astype(np.int64)
@@ -154,7 +157,8 @@ def _torchvision(factory, config: ClusterConfig, **kwargs):
     except RuntimeError as exc:
         message = str(exc).lower()
         if "not found" in message or "corrupted" in message:
-            raise IICError(f"{config.dataset} not found under {root}: pass --download to fetch it, or --data-path to its folder") from None
+            raise IICError(f"{config.dataset} not found under {root}: "
+                           "pass --download to fetch it, or --data-path to its folder") from None
         if "download" in message:  # torchvision wraps its mirrors' failures
             reason = [line for line in str(exc).splitlines() if line.strip()][-1].strip()  # the last mirror's answer
             raise IICError(f"cannot download {config.dataset} to {root}: {reason}") from None
@@ -213,7 +217,8 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The x/y arrays of an .npz file and the names of all its arrays, or one clear error if it is not a readable .npz."""
+    """The x/y arrays of an .npz file and the names of all its arrays, or one clear error if it is not a
+    readable .npz."""
     with open_npz(path) as npz:
         return {key: npz[key] for key in NPZ_KEYS if key in npz.files}, sorted(npz.files)
 
@@ -239,7 +244,8 @@ def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:
         raise IICError(f"{path} has y_{labelled[0]} but no y_{missing}: give labels for both splits or for neither")
     images = [images_from_array(arrays[f"x_{split}"], f"{path.name}:x_{split}") for split in splits]
     if labelled:
-        raw = [labels_from_array(arrays[f"y_{split}"], len(x), f"{path.name}:y_{split}") for split, x in zip(splits, images)]
+        raw = [labels_from_array(arrays[f"y_{split}"], len(x), f"{path.name}:y_{split}")
+               for split, x in zip(splits, images)]
         labels, names = consecutive_labels(*raw)
         sets = [ImageSet(x, y, names) for x, y in zip(images, labels)]
     else:

@@ -35,7 +35,8 @@ def plot_clusters(images: torch.Tensor, clusters: torch.Tensor, confidence: torc
             ax.axis("off")
             if j < len(members):
                 image = images[members[j]].permute(1, 2, 0).numpy()
-                ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
+                ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
+                          cmap="gray" if image.shape[-1] == 1 else None)
         axes[c, 0].set_title(f"{c}: {int((clusters == c).sum())}", fontsize=6, loc="left")
     fig.suptitle("samples per cluster (reported sub-head, most confident first)", fontsize=8)
     save_figure(fig, path)

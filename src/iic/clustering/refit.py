@@ -56,7 +56,8 @@ class HeadRefit(L.LightningModule):
         (images,) = batch
         x, gx = self.views(images)
         repeats = len(gx) // len(x)
-        with torch.no_grad():  # training-mode BatchNorm, as the heads were trained; its statistics are restored in apply
+        # training-mode BatchNorm, as the heads were trained; its statistics are restored in apply
+        with torch.no_grad():
             features_x, features_gx = self.net.trunk_features(x), self.net.trunk_features(gx)
         k = self.config.k_b
         losses = torch.stack([

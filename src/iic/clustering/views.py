@@ -46,7 +46,8 @@ class ClusterViews(nn.Module):
         lo, hi = config.tf_crop_sizes
         area = config.image_size**2
         tf_ops: list[nn.Module] = [
-            K.RandomResizedCrop(size, scale=(lo**2 / area, min(hi**2 / area, 1.0)), ratio=(1.0, 1.0), cropping_mode="resample")
+            K.RandomResizedCrop(size, scale=(lo**2 / area, min(hi**2 / area, 1.0)), ratio=(1.0, 1.0),
+                                cropping_mode="resample")
         ]
         if config.flip:
             tf_ops.append(K.RandomHorizontalFlip())

@@ -35,4 +35,5 @@ def open_npz(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
             yield archive
     except NPZ_READ_ERRORS as exc:
         first_line = (str(exc).splitlines() or [""])[0]
-        raise IICError(f"cannot read {path} as .npz arrays: {exc.__class__.__name__}: {brief(first_line)[1:-1]}") from None
+        raise IICError(f"cannot read {path} as .npz arrays: "
+                       f"{exc.__class__.__name__}: {brief(first_line)[1:-1]}") from None

@@ -57,7 +57,8 @@ class IICModule(L.LightningModule):
         self.set_num_classes(num_classes)
 
     def set_num_classes(self, num_classes: int) -> None:
-        """Evaluation tables for ``num_classes`` labels; with none, one pseudo-class so that they count cluster sizes."""
+        """Evaluation tables for ``num_classes`` labels; with none, one pseudo-class so that they count cluster
+        sizes."""
         self.num_classes = num_classes
         self.tables = torch.nn.ModuleDict({head: ContingencyTables(self.num_subheads, self.num_clusters[head],
                                                                    max(num_classes, 1)) for head in self.head_names})
@@ -136,7 +137,8 @@ class IICModule(L.LightningModule):
         now = time.perf_counter()
         if self._step_clock is not None:
             pairs = self.pairs_in(batch) * self.trainer.world_size
-            self.log("pairs_per_s", pairs / max(now - self._step_clock, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
+            self.log("pairs_per_s", pairs / max(now - self._step_clock, 1e-9), prog_bar=True, on_step=True,
+                     on_epoch=False)
         self._step_clock = now
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.log(f"train/loss_{head}", loss.detach(), on_step=False, on_epoch=True)
@@ -155,11 +157,12 @@ class IICModule(L.LightningModule):
         self.close_pass()
 
     def close_pass(self) -> None:
-        """Record each sub-head's mean loss over the pass just trained (the reported sub-head and val/loss follow it)."""
+        """Record each sub-head's mean loss over the pass just trained (the reported sub-head and val/loss
+        follow it)."""
         for head, total in self._loss_sums.items():
             if not torch.isfinite(total).all():
-                raise IICError(f"training diverged: head {head}'s loss became NaN or infinite in pass {self.current_epoch + 1} "
-                               f"(lr {self.config.lr:g}; try a lower --lr)")
+                raise IICError(f"training diverged: head {head}'s loss became NaN or infinite "
+                               f"in pass {self.current_epoch + 1} (lr {self.config.lr:g}; try a lower --lr)")
             self.subhead_loss(head).copy_(total / self._loss_counts[head])
         self._loss_sums.clear()
         self._loss_counts.clear()

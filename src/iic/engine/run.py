@@ -216,13 +216,15 @@ def claim_run_dir(out_dir: str, name: str | None, preset: str, made: list[Path])
         run_dir = Path(out_dir) / name
         check_writable(run_dir, "folder")
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise IICError(f"run directory {run_dir} already exists and is not empty: choose another --name, or --resume it")
+            raise IICError(f"run directory {run_dir} already exists and is not empty: "
+                           "choose another --name, or --resume it")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "config.yaml", "x"):  # the claim
                 return run_dir
         except FileExistsError:
-            raise IICError(f"run directory {run_dir} was taken by another run meanwhile: choose another --name") from None
+            raise IICError(f"run directory {run_dir} was taken by another run meanwhile: "
+                           "choose another --name") from None
         except OSError as exc:
             raise IICError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
     stem = Path(out_dir) / f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

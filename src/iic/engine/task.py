@@ -66,5 +66,6 @@ def resumed_settings(task: Task, resume: str | os.PathLike, config_file: str | N
     saved = read_yaml(run_dir / "config.yaml")
     saved_task = task_of_config(saved)
     if saved_task is not None and saved_task != task.name:
-        raise IICError(f"{run_dir} is a {brief(saved_task).strip(chr(39))} run: resume it with {commands_for(saved_task)}")
+        raise IICError(f"{run_dir} is a {brief(saved_task).strip(chr(39))} run: "
+                       f"resume it with {commands_for(saved_task)}")
     return resumed_config(task.config_class, config_from_dict(task.config_class, saved), config_file, overrides)

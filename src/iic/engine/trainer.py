@@ -47,7 +47,8 @@ def device_settings(config: Any) -> dict[str, Any]:
     """The Trainer's accelerator, devices, nodes, precision and strategy for ``config``."""
     devices = parse_devices(config.devices)
     num_nodes = config.num_nodes
-    multi = num_nodes > 1 or (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    multi = (num_nodes > 1 or (isinstance(devices, int) and devices > 1)
+             or (isinstance(devices, list) and len(devices) > 1))
     # Batch statistics over the global batch, as on one device; torch's SyncBatchNorm runs on GPUs only.
     on_gpu = config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
     if config.precision not in PRECISIONS:

@@ -86,5 +86,6 @@ class DenseIICLoss(nn.Module):
         super().__init__()
         self.T, self.lamb, self.collapsed = T, lamb, collapsed
 
-    def forward(self, p: torch.Tensor, p_tf: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, p: torch.Tensor, p_tf: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return dense_iic_loss(p, p_tf, mask, T=self.T, lamb=self.lamb, collapsed=self.collapsed)

@@ -37,8 +37,10 @@ def check_pair(p: torch.Tensor, p_tf: torch.Tensor, lamb: float, name: str, shap
     if not isinstance(p, torch.Tensor) or not isinstance(p_tf, torch.Tensor):
         raise TypeError(f"{name} expects torch tensors, got {type(p).__name__} and {type(p_tf).__name__}")
     if p.ndim != len(shape.split("×")) or p.shape != p_tf.shape:
-        raise ValueError(f"{name} expects two {shape} tensors of the same shape, got {tuple(p.shape)} and {tuple(p_tf.shape)}")
-    if p.shape[shape.split("×").index("n")] == 0 and not is_distributed():  # under DDP the other processes' samples may fill the joint
+        raise ValueError(f"{name} expects two {shape} tensors of the same shape, "
+                         f"got {tuple(p.shape)} and {tuple(p_tf.shape)}")
+    # under DDP the other processes' samples may fill the joint
+    if p.shape[shape.split("×").index("n")] == 0 and not is_distributed():
         raise ValueError(f"{name} got an empty batch (n = 0): the joint distribution is undefined")
     if not 0 <= lamb < float("inf"):
         raise ValueError(f"{name}: lamb must be finite and non-negative, got {lamb}")
