@@ -147,7 +147,8 @@ def train(config: SegmentConfig | str | os.PathLike | None = None, *, preset: st
             raise IICError("give a SegmentConfig or a preset, not both: a SegmentConfig holds every setting already")
         config = config_from_dict(SegmentConfig, settings, config)
     else:
-        config = resolve_config(SegmentConfig, SEGMENT_PRESETS, preset, None if config is None else str(config), settings)
+        config = resolve_config(SegmentConfig, SEGMENT_PRESETS, preset, None if config is None else str(config),
+                                settings)
     return run_training(config, progress=progress)
 
 
@@ -169,4 +170,5 @@ def run_training(config: SegmentConfig, resume: str | os.PathLike | None = None,
     from iic.segmentation.module import SegmentationRun
 
     result = run(SegmentationRun(config, train_source, eval_source), resume, progress, on_start)
-    return dataclasses.replace(result, model=SegmentationModel(result.model, result.run_dir / "checkpoints" / "last.ckpt"))
+    return dataclasses.replace(result,
+                               model=SegmentationModel(result.model, result.run_dir / "checkpoints" / "last.ckpt"))

@@ -17,19 +17,22 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.set_defaults(func=lambda args: _help(parser))
 
     train = commands.add_parser("train", help="train a segmentation network without labels",
-                                description="Train with the paper's settings for a preset; every value can be overridden. "
+                                description="Train with the paper's settings for a preset; "
+                                            "every value can be overridden. "
                                             "With no arguments: a small embedded demo that needs no download.")
-    train.add_argument("--preset", help=f"one of: {', '.join(SEGMENT_PRESETS)} (default: the --config file's preset, else demo)")
+    train.add_argument("--preset", help=f"one of: {', '.join(SEGMENT_PRESETS)} "
+                                        "(default: the --config file's preset, else demo)")
     train.add_argument("--config", dest="config_file", help="YAML file of settings applied over the preset")
-    train.add_argument("--resume", metavar="RUN", help="continue this run (its directory, or its checkpoints/last.ckpt) with its "
-                                                        "settings, any --config and flags applied; its preset, name and "
-                                                        "out-dir cannot change")
+    train.add_argument("--resume", metavar="RUN",
+                       help="continue this run (its directory, or its checkpoints/last.ckpt) with its settings, any "
+                            "--config and flags applied; its preset, name and out-dir cannot change")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(train, SegmentConfig)
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser("evaluate", help="pixel accuracy and mIoU of a trained network",
-                                   description="Evaluate a checkpoint on its dataset, or on other data given by the data flags.")
+                                   description="Evaluate a checkpoint on its dataset, "
+                                               "or on other data given by the data flags.")
     evaluate.add_argument("checkpoint", help="a .ckpt file, or a run directory (its last checkpoint)")
     for name in DATA_FIELDS:
         flag = "--" + name.replace("_", "-")
@@ -43,9 +46,11 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                                   description="Write <stem>_labels.png (palette PNG) and <stem>_overlay.png per image; "
                                               "images of the same name in different folders get <folder>_<stem>.")
     predict.add_argument("checkpoint", help="a .ckpt file, or a run directory (its last checkpoint)")
-    predict.add_argument("images", nargs="+", help="image files and/or folders of images (searched with their sub-folders)")
+    predict.add_argument("images", nargs="+",
+                         help="image files and/or folders of images (searched with their sub-folders)")
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--scale", type=float, default=None, help="rescale factor before the network (default: the model's)")
+    predict.add_argument("--scale", type=float, default=None,
+                         help="rescale factor before the network (default: the model's)")
     predict.set_defaults(func=run_predict)
     return parser
 
@@ -65,8 +70,8 @@ def run_train(args: argparse.Namespace) -> int:
                           overrides_from_args(args, SegmentConfig))
     config = with_data_path(config)
     validate_config(config)
-    banner = (f"iic segment train: preset {config.preset}, dataset {config.dataset}, k_A={config.k_a} k_B={config.k_b}, "
-              f"T={config.T}, {config.epochs} epochs")
+    banner = (f"iic segment train: preset {config.preset}, dataset {config.dataset}, "
+              f"k_A={config.k_a} k_B={config.k_b}, T={config.T}, {config.epochs} epochs")
     result = run_training(config, args.resume, progress=not args.no_progress,
                           on_start=lambda run_dir: print(f"{banner}, run directory {run_dir}", flush=True))
     if not result.is_main_process:  # DDP's other processes: rank 0 reports
@@ -94,12 +99,13 @@ def format_scores(results: dict[str, Any]) -> str:
             s = r["reported"]
             lines.append(f"head {head}: pixel accuracy {100 * s['pixel_acc']:.1f}%  mIoU {100 * s['miou']:.1f}%")
             if head == "B":
-                lines.append("  IoU per class: " + ", ".join(f"{name} {100 * v:.1f}" if not math.isnan(v) else f"{name} -"
-                                                              for name, v in s["iou"].items()))
+                lines.append("  IoU per class: " + ", ".join(f"{name} {100 * v:.1f}" if not math.isnan(v)
+                                                              else f"{name} -" for name, v in s["iou"].items()))
         elif not any(math.isfinite(v) for v in losses):
             lines.append(f"head {head}: not trained (training stopped before its first pass)")
         else:
-            lines.append(f"head {head}: sub-head {subhead} (lowest loss), training loss {losses[subhead]:.4f} (no labels)")
+            lines.append(f"head {head}: sub-head {subhead} (lowest loss), "
+                         f"training loss {losses[subhead]:.4f} (no labels)")
     return "\n".join(lines)
 
 

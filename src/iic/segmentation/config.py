@@ -78,7 +78,8 @@ class SegmentConfig:
 
 
 _potsdam = dict(
-    train_splits=("unlabelled_train", "labelled_train", "labelled_test"), eval_splits=("labelled_train", "labelled_test"),
+    train_splits=("unlabelled_train", "labelled_train", "labelled_test"),
+    eval_splits=("labelled_train", "labelled_test"),
     scale=1.0, crop_size=200, eval_crop_size=200, mask_unlabelled=False, jitter=(0.1, 0.1, 0.1, 0.1), flip=True,
     sobel=False, include_rgb=True, widths=(64, 128, 256, 256, 512, 512), num_subheads=1, head_b_first=True,
     head_a_passes=1, head_b_passes=1, epochs=4800,
@@ -103,8 +104,10 @@ SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
     "demo": {},
     "potsdam3": dict(_potsdam, dataset="potsdam3", k_a=24, k_b=3, lamb_a=1.0, lamb_b=1.5, lr=1e-5, batch_size=75, T=10),
     "potsdam": dict(_potsdam, dataset="potsdam", k_a=36, k_b=6, lamb_a=1.0, lamb_b=1.0, lr=1e-6, batch_size=60, T=5),
-    "cocostuff3": dict(_cocostuff, dataset="cocostuff3", curated_version=6, k_a=15, k_b=3, lamb_a=1.0, lamb_b=1.5, batch_size=120),
-    "cocostuff15": dict(_cocostuff, dataset="cocostuff15", curated_version=7, k_a=45, k_b=15, lamb_a=1.0, lamb_b=1.0, batch_size=60),
+    "cocostuff3": dict(_cocostuff, dataset="cocostuff3", curated_version=6, k_a=15, k_b=3, lamb_a=1.0, lamb_b=1.5,
+                       batch_size=120),
+    "cocostuff15": dict(_cocostuff, dataset="cocostuff15", curated_version=7, k_a=45, k_b=15, lamb_a=1.0, lamb_b=1.0,
+                        batch_size=60),
     # CPU-sized runs on CamVid (not a paper benchmark): CamVid-3 is the analogue of COCO-Stuff-3.
     # λ_B and lr for camvid3 were picked from four 3-minute trials scored on CamVid's validation images
     # (λ_B ∈ {1.5, 1.0, 0.9}, lr ∈ {1e-3, 1e-4}): with λ_B ≥ 1 head B splits "ground" (58 % of the pixels).
@@ -140,23 +143,28 @@ def validate_config(config: SegmentConfig) -> None:
     if config.dataset not in ("demo",) and not config.data_path:
         where = (f" (or set {DATA_ENV} to the folder that holds {PRESET_FILES[config.preset]})"
                  if config.preset in PRESET_FILES else "")
-        raise IICError(f"dataset {config.dataset!r} needs --data-path: its root folder, .npz file or image folder{where}")
+        raise IICError(f"dataset {config.dataset!r} needs --data-path: "
+                       f"its root folder, .npz file or image folder{where}")
     if config.k_b < 2 or not (config.k_a == 0 or config.k_a >= 2):
-        raise IICError(f"k_b must be at least 2 and k_a 0 (no head A) or at least 2, got k_b={config.k_b}, k_a={config.k_a}")
+        raise IICError(f"k_b must be at least 2 and k_a 0 (no head A) or at least 2, "
+                       f"got k_b={config.k_b}, k_a={config.k_a}")
     if config.T < 0:
         raise IICError(f"T must be non-negative, got {config.T}")
     if config.crop_size < 2 or config.crop_size % 2:
         raise IICError(f"crop_size must be an even number of pixels ≥ 2, got {config.crop_size}")
     if config.T >= config.crop_size:
-        raise IICError(f"T={config.T} is too large for {config.crop_size}×{config.crop_size} crops: it must be below {config.crop_size}")
+        raise IICError(f"T={config.T} is too large for {config.crop_size}×{config.crop_size} crops: "
+                       f"it must be below {config.crop_size}")
     if config.eval_crop_size != 0 and config.eval_crop_size < MIN_INPUT_SIDE:
-        raise IICError(f"eval_crop_size must be 0 (whole images) or at least {MIN_INPUT_SIDE}, got {config.eval_crop_size}")
+        raise IICError(f"eval_crop_size must be 0 (whole images) or at least {MIN_INPUT_SIDE}, "
+                       f"got {config.eval_crop_size}")
     if config.num_subheads < 1:
         raise IICError(f"num_subheads must be at least 1, got {config.num_subheads}")
     if not 0 < config.scale < math.inf:
         raise IICError(f"scale must be positive and finite, got {config.scale}")
     if config.batch_size < 1 or config.eval_batch_size < 1:
-        raise IICError(f"batch_size and eval_batch_size must be at least 1, got {config.batch_size} and {config.eval_batch_size}")
+        raise IICError(f"batch_size and eval_batch_size must be at least 1, "
+                       f"got {config.batch_size} and {config.eval_batch_size}")
     affine = (config.rotation, *config.affine_scale, config.affine_shear)
     if not all(0 <= value < math.inf for value in affine) or not 0 < config.affine_scale[0] <= config.affine_scale[1]:
         raise IICError(f"rotation and affine_shear must be finite and non-negative, affine_scale an increasing "

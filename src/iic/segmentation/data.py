@@ -157,11 +157,13 @@ class PotsdamSource(SegmentationSource):
         self.ids = [image_id for split in splits for image_id in _read_id_list(self.root / f"{split}.txt")]
         missing = [i for i in self.ids if not (self.root / "imgs" / f"{i}.mat").is_file()]
         if missing:
-            raise IICError(f"Potsdam tile {self.root / 'imgs' / (missing[0] + '.mat')} listed but missing ({len(missing)} missing)")
+            raise IICError(f"Potsdam tile {self.root / 'imgs' / (missing[0] + '.mat')} listed but missing "
+                           f"({len(missing)} missing)")
         if require_labels:
             unlabelled = [i for i in self.ids if not (self.root / "gt" / f"{i}.mat").is_file()]
             if unlabelled:
-                raise IICError(f"Potsdam tile {unlabelled[0]} has no label map {self.root / 'gt' / (unlabelled[0] + '.mat')}")
+                raise IICError(f"Potsdam tile {unlabelled[0]} has no label map "
+                               f"{self.root / 'gt' / (unlabelled[0] + '.mat')}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -179,7 +181,8 @@ class PotsdamSource(SegmentationSource):
             return image.astype(np.uint8), None
         label = _load_mat(label_path, "gt").astype(np.int64)
         if label.shape != image.shape[:2]:
-            raise IICError(f"Potsdam tile {image_id}: label map is {label.shape[0]}×{label.shape[1]} but the image is {image.shape[0]}×{image.shape[1]}")
+            raise IICError(f"Potsdam tile {image_id}: label map is {label.shape[0]}×{label.shape[1]} "
+                           f"but the image is {image.shape[0]}×{image.shape[1]}")
         if label.min(initial=0) < 0 or label.max(initial=0) > 5:
             raise IICError(f"Potsdam tile {image_id}: label ids must be 0…5")
         if self.coarse:
@@ -246,7 +249,8 @@ class CocoStuffSource(SegmentationSource):
         image = load_image(self.image_path(split, image_id), channels=3, upright=False)
         fine = load_label_map(self.label_path(split, image_id))
         if fine.shape != image.shape[:2]:
-            raise IICError(f"COCO-Stuff {image_id}: label map is {fine.shape[0]}×{fine.shape[1]} but the image is {image.shape[0]}×{image.shape[1]}")
+            raise IICError(f"COCO-Stuff {image_id}: label map is {fine.shape[0]}×{fine.shape[1]} "
+                           f"but the image is {image.shape[0]}×{image.shape[1]}")
         return image, self.table[fine]
 
 
@@ -277,7 +281,8 @@ class FolderSource(SegmentationSource):
                 raise IICError(f"image {image_file} has no label map in {label_dir} (expected {image_file.stem}.png)")
             label = self._read_label(label_file)
             if label.shape != image_shape:
-                raise IICError(f"label map {label_file} is {label.shape[1]}×{label.shape[0]} (w×h) but its image {image_file} is {image_shape[1]}×{image_shape[0]}")
+                raise IICError(f"label map {label_file} is {label.shape[1]}×{label.shape[0]} (w×h) "
+                               f"but its image {image_file} is {image_shape[1]}×{image_shape[0]}")
             highest = max(highest, int(label.max(initial=IGNORE)))
             self.label_files.append(label_file)
         if not self.class_names:
@@ -305,7 +310,8 @@ class FolderSource(SegmentationSource):
             return image, None
         label = self._read_label(self.label_files[index])
         if label.max(initial=IGNORE) >= self.num_classes:
-            raise IICError(f"label map {self.label_files[index]} has class id {label.max()} but there are {self.num_classes} classes (set --ignore-index for a void value)")
+            raise IICError(f"label map {self.label_files[index]} has class id {label.max()} "
+                           f"but there are {self.num_classes} classes (set --ignore-index for a void value)")
         return image, label
 
 
@@ -414,7 +420,8 @@ def demo_source(num_images: int = 48, size: int = 64, seed: int = 0) -> ArraySou
         pixels = colour[None, None] + amplitude * texture[..., None] + rng.normal(0, 0.03, size=(size, size, 3))
         images[n] = np.clip(pixels * 255, 0, 255).astype(np.uint8)
         labels[n] = label
-    return ArraySource(images, labels, ["flat", "stripes", "grain"], [f"demo_{i:03d}" for i in range(num_images)], name="demo")
+    return ArraySource(images, labels, ["flat", "stripes", "grain"], [f"demo_{i:03d}" for i in range(num_images)],
+                       name="demo")
 
 
 def to_tensor(image: np.ndarray, label: np.ndarray | None, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -423,10 +430,12 @@ def to_tensor(image: np.ndarray, label: np.ndarray | None, scale: float = 1.0) -
     if not pixels.flags.writeable:  # arrays read through PIL are read-only, and torch only wraps writable memory
         pixels = pixels.copy()
     x = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
-    y = torch.full(image.shape[:2], IGNORE, dtype=torch.long) if label is None else torch.from_numpy(np.asarray(label, dtype=np.int64))
+    y = (torch.full(image.shape[:2], IGNORE, dtype=torch.long) if label is None
+         else torch.from_numpy(np.asarray(label, dtype=np.int64)))
     if scale != 1.0:
         h, w = round(image.shape[0] * scale), round(image.shape[1] * scale)
-        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False, antialias=scale < 1)[0].clamp_(0, 1)
+        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=scale < 1)[0].clamp_(0, 1)
         y = F.interpolate(y[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
     return x, y
 
@@ -439,7 +448,8 @@ def crop_or_pad(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, size: int
         x = F.pad(x, (0, pad_w, 0, pad_h))
         y = F.pad(y, (0, pad_w, 0, pad_h), value=IGNORE)
         valid = F.pad(valid, (0, pad_w, 0, pad_h), value=False)
-    return x[:, top:top + size, left:left + size], y[top:top + size, left:left + size], valid[top:top + size, left:left + size]
+    return (x[:, top:top + size, left:left + size], y[top:top + size, left:left + size],
+            valid[top:top + size, left:left + size])
 
 
 class TrainingCrops(torch.utils.data.Dataset):
@@ -499,7 +509,8 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
     elif config.dataset in ("potsdam", "potsdam3"):
         source = PotsdamSource(data_path, splits, coarse=config.dataset == "potsdam3", require_labels=require_labels)
     elif config.dataset in ("cocostuff3", "cocostuff15"):
-        source = CocoStuffSource(data_path, splits, int(config.dataset.removeprefix("cocostuff")), config.curated_version)
+        source = CocoStuffSource(data_path, splits, int(config.dataset.removeprefix("cocostuff")),
+                                 config.curated_version)
     elif config.dataset == "folder":
         if require_labels and not config.label_dir:
             raise IICError("evaluation needs label maps: pass --label-dir")
@@ -525,8 +536,8 @@ def scaled_size(source: SegmentationSource, scale: float, images: str) -> tuple[
     image, _ = source[0]
     size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
     if min(size) < MIN_INPUT_SIDE:
-        raise IICError(f"scale {scale} makes the {images} images {size[0]}×{size[1]} pixels: the network needs at least "
-                       f"{MIN_INPUT_SIDE} a side")
+        raise IICError(f"scale {scale} makes the {images} images {size[0]}×{size[1]} pixels: "
+                       f"the network needs at least {MIN_INPUT_SIDE} a side")
     return size
 
 

@@ -134,7 +134,8 @@ class SegmentationRun(TaskRun):
                                   self.train_source.extra_channels)
 
     def check_shares(self, world_size: int) -> None:
-        check_shares(world_size, len(self.train_source), len(self.eval_source) if self.eval_source else None, at_least=1)
+        check_shares(world_size, len(self.train_source), len(self.eval_source) if self.eval_source else None,
+                     at_least=1)
 
     def evaluation_loader(self, trainer: L.Trainer) -> DataLoader | None:
         # Each process evaluates its share; the contingency tables sum the shares.

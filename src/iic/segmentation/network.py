@@ -57,7 +57,8 @@ class DenseHead(nn.Module):
 class SegmentationNet(nn.Module):
     """Trunk plus head A (over-clustering, k_A; absent when k_A is 0) and head B (k_B classes)."""
 
-    def __init__(self, in_channels: int, k_a: int, k_b: int, num_subheads: int = 1, widths: tuple[int, ...] = PAPER_WIDTHS):
+    def __init__(self, in_channels: int, k_a: int, k_b: int, num_subheads: int = 1,
+                 widths: tuple[int, ...] = PAPER_WIDTHS):
         super().__init__()
         self.trunk = SegmentationNet10aTrunk(in_channels, tuple(widths))
         self.heads = nn.ModuleDict({"B": DenseHead(self.trunk.out_channels, k_b, num_subheads)})

@@ -132,7 +132,8 @@ def predict_images(module, paths: list[Path], out_dir: Path, scale: float = 1.0)
         label_image = Image.fromarray(np.clip(labels, 0, 255).astype(np.uint8), mode="P")
         label_image.putpalette(flat_palette.reshape(-1).tolist())
         overlay = (0.5 * image + 0.5 * colourise(labels, colours)).astype(np.uint8)
-        pictures += [(out_dir / f"{name}_labels.png", label_image), (out_dir / f"{name}_overlay.png", Image.fromarray(overlay))]
+        pictures += [(out_dir / f"{name}_labels.png", label_image),
+                     (out_dir / f"{name}_overlay.png", Image.fromarray(overlay))]
     for target, picture in pictures:
         save_png(target, picture)
     return [target for target, _ in pictures]
@@ -144,5 +145,5 @@ def check_predict_size(path: Path, size: tuple[int, int], scale: float) -> None:
     for side in size:
         scaled = round(side * scale)
         if scaled < MIN_INPUT_SIDE and scaled < side:
-            raise IICError(f"scale {scale} shrinks {path} ({size[0]}×{size[1]}) to under {MIN_INPUT_SIDE} pixels a side, "
-                           f"the network's least: give a larger --scale")
+            raise IICError(f"scale {scale} shrinks {path} ({size[0]}×{size[1]}) to under {MIN_INPUT_SIDE} pixels "
+                           f"a side, the network's least: give a larger --scale")

@@ -37,9 +37,11 @@ class InvertibleViews(nn.Module):
         brightness, contrast, saturation, hue = jitter
         if color_channels != 3:  # saturation and hue need colour; greyscale still gets brightness and contrast
             saturation = hue = 0.0
-        self.jitter = K.ColorJitter(brightness, contrast, saturation, hue, p=1.0) if any((brightness, contrast, saturation, hue)) else None
+        self.jitter = (K.ColorJitter(brightness, contrast, saturation, hue, p=1.0)
+                       if any((brightness, contrast, saturation, hue)) else None)
         self.flip = flip
-        use_affine = rotation > 0 or affine_shear > 0 or (affine_scale is not None and tuple(affine_scale) != (1.0, 1.0))
+        use_affine = (rotation > 0 or affine_shear > 0
+                      or (affine_scale is not None and tuple(affine_scale) != (1.0, 1.0)))
         self.affine = (
             K.RandomAffine(degrees=rotation, scale=tuple(affine_scale) if affine_scale else None,
                            shear=affine_shear or None, p=1.0, align_corners=False)
@@ -53,7 +55,8 @@ class InvertibleViews(nn.Module):
         if self.jitter is not None:
             colour = self.jitter(colour)
         out = torch.cat([colour, extra], dim=1)
-        flipped = (torch.rand(n, device=x.device) < 0.5) if self.flip else torch.zeros(n, dtype=torch.bool, device=x.device)
+        flipped = ((torch.rand(n, device=x.device) < 0.5) if self.flip
+                   else torch.zeros(n, dtype=torch.bool, device=x.device))
         out = torch.where(flipped[:, None, None, None], hflip(out), out)
         matrix = None
         if self.affine is not None:
@@ -73,7 +76,8 @@ class InvertibleViews(nn.Module):
             # inside both frames: a constant image sent through both warps stays 1 exactly there. In float32
             # even under autocast: in bfloat16 no value lies between 0.996 and 1, and the grid would drift.
             with torch.autocast(maps.device.type, enabled=False):
-                round_trip = warp_affine(warp_affine(valid, forward, (h, w), align_corners=False), inverse, (h, w), align_corners=False)
+                round_trip = warp_affine(warp_affine(valid, forward, (h, w), align_corners=False), inverse, (h, w),
+                                         align_corners=False)
             valid = (round_trip > 0.999).float()
         flipped = params.flipped[:, None, None, None]
         maps = torch.where(flipped, hflip(maps), maps)
