@@ -71,6 +71,13 @@ def cluster_mapping(table: np.ndarray) -> dict[int, int]:
     return hungarian_mapping(table) if table.shape[0] <= table.shape[1] else many_to_one_mapping(table)
 
 
+def label_efficient_accuracy(fitted_on: np.ndarray, scored_on: np.ndarray) -> float:
+    """The accuracy on ``scored_on`` (a clusters × classes table) of the cluster → class mapping fitted on
+    ``fitted_on``, the table of a few labelled images: how well clusters are named from few labels (the paper's
+    IIC+ with reduced label coverage)."""
+    return mapped_accuracy(np.asarray(scored_on), cluster_mapping(np.asarray(fitted_on)))
+
+
 def _labels_from_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     clusters, classes = np.nonzero(table)
     counts = table[clusters, classes]

@@ -61,6 +61,21 @@ def test_evaluate_round_trip(trained_run, capsys, tmp_path):
     assert eval_results["B"]["reported"]["acc"] == pytest.approx(train_results["B"]["reported"]["acc"])
 
 
+def test_clusters_named_from_few_labels(trained_run, capsys, tmp_path):
+    """IIC+ with reduced label coverage: each head's clusters named from 30 labelled images, scored on the others."""
+    assert main(["evaluate", str(trained_run), "--map-labels", "30", "--map-seed", "1",
+                 "--out", str(tmp_path / "eval.yaml")]) == 0
+    printed = capsys.readouterr().out
+    saved = yaml.safe_load((tmp_path / "eval.yaml").read_text())
+    for head in ("B", "A"):
+        few = saved[head]["label_efficient"]
+        assert few["labels"] == 30 and few["seed"] == 1 and few["scored_on"] == sum(saved[head]["cluster_sizes"]) - 30
+        assert few["acc"] > saved[head]["reported"]["acc"] - 0.1  # nearly as good as naming them from every label
+        assert f"head {head}: clusters named from 30 labelled images (seed 1)" in printed
+    assert main(["evaluate", str(trained_run), "--map-labels", "2"]) == 2  # three classes need three labels
+    assert "cannot cover 3 classes" in capsys.readouterr().err
+
+
 def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
     arrays = np.load(three_digit_npz)
     folder = tmp_path / "new"

@@ -19,11 +19,20 @@ import numpy as np
 import torch
 
 from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig, validate_cluster_config
-from iic.clustering.data import ClusterData, images_from_array, load_cluster_data, match_channels, resize_images
+from iic.clustering.data import (
+    ClusterData,
+    ImageSet,
+    images_from_array,
+    load_cluster_data,
+    match_channels,
+    resize_images,
+)
 from iic.config import config_from_dict, resolve_config
 from iic.data.images import expand_image_paths, load_image
+from iic.data.subsets import labelled_subset
 from iic.engine.run import RunResult as TrainedRun  # noqa: F401  (iic.TrainedRun)
 from iic.errors import IICError
+from iic.metrics import label_efficient_accuracy
 
 # The module and the engine (Lightning) are imported where they are used: seconds to import, after the checks.
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
@@ -86,17 +95,45 @@ class ClusterModel:
         return self.predict_proba(images, head).argmax(dim=1)
 
     def evaluate(self, dataset: str | None = None, data_path: str | None = None, protocol: str | None = None,
-                 download: bool | None = None, accelerator: str = "auto") -> dict[str, Any]:
+                 download: bool | None = None, accelerator: str = "auto", map_labels: float | None = None,
+                 map_seed: int = 0) -> dict[str, Any]:
         """Scores of every head and sub-head (ACC, NMI, ARI; losses and cluster sizes without labels) on the data it
         was trained on, or on another dataset (greyscale and RGB are converted to what the model takes).
-        Arguments left at None keep the training run's settings."""
+        Arguments left at None keep the training run's settings.
+
+        ``map_labels`` (a count, or a fraction below 1): also name the clusters of each head's reported sub-head
+        from that many labelled images only (drawn by ``map_seed``, stratified by class) and score that mapping on
+        the other images, under ``label_efficient`` (the paper's IIC+ with reduced label coverage)."""
         from iic.clustering.module import evaluate_images
 
         changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
                                      ("download", download)) if v is not None}
         config = dataclasses.replace(self.config, **changes, accelerator=accelerator)
-        return evaluate_images(self.module, load_cluster_data(config, training=False).evaluation, accelerator,
-                               config.num_workers)
+        evaluation = load_cluster_data(config, training=False).evaluation
+        if map_labels is not None and evaluation.labels is None:
+            raise IICError("--map-labels needs labelled data, and this data has no labels")
+        results = evaluate_images(self.module, evaluation, accelerator, config.num_workers)
+        if map_labels is not None:
+            for head, scores in self.label_efficient(evaluation, map_labels, map_seed).items():
+                results[head]["label_efficient"] = scores
+        return results
+
+    def label_efficient(self, evaluation: ImageSet, map_labels: float, map_seed: int = 0) -> dict[str, dict[str, Any]]:
+        """Per head: the accuracy on the other images of its reported sub-head's cluster → class mapping, fitted on
+        ``map_labels`` labelled images of ``evaluation`` (Hungarian for k ≤ classes, else many-to-one)."""
+        labels = evaluation.labels.numpy()
+        chosen = labelled_subset(labels, map_labels, map_seed)
+        rest = np.setdiff1d(np.arange(len(labels)), chosen)
+        images = match_channels(evaluation.images, self.module.channels)
+        results = {}
+        for head in self.module.head_names:
+            clusters = self.predict_proba(images, head).argmax(dim=1).numpy()
+            tables = np.zeros((2, self.module.num_clusters[head], evaluation.num_classes), dtype=np.int64)
+            for table, part in zip(tables, (chosen, rest)):
+                np.add.at(table, (clusters[part], labels[part]), 1)
+            results[head] = {"labels": len(chosen), "scored_on": len(rest), "seed": map_seed,
+                             "acc": label_efficient_accuracy(*tables)}
+        return results
 
 
 def load(path: str | os.PathLike) -> ClusterModel:

@@ -71,10 +71,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_writable(args.out)
     # This machine's accelerator, not the one the model was trained on.
     results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
-                             accelerator="cpu" if args.cpu else "auto")
+                             accelerator="cpu" if args.cpu else "auto", map_labels=args.map_labels,
+                             map_seed=args.map_seed)
     dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
-    print(f"iic evaluate: {model.path} on {dataset} ({sum(results['B']['cluster_sizes'])} images, protocol {protocol})")
+    images = sum(results["B"]["cluster_sizes"])
+    print(f"iic evaluate: {model.path} on {dataset} ({images} images, protocol {protocol})")
     print(format_results(results))
+    for head in ("B", "A"):
+        if "label_efficient" in results.get(head, {}):
+            r = results[head]["label_efficient"]
+            print(f"head {head}: clusters named from {r['labels']} labelled images (seed {r['seed']}): "
+                  f"ACC {percent(r['acc'])} on the other {r['scored_on']}")
     if args.out is not None:
         write_yaml(Path(args.out), results)
         print(f"results written to {args.out}")
@@ -124,6 +131,10 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--download", action="store_true", help="download a torchvision dataset not found under --data-path")
     ev.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
     ev.add_argument("--out", help="also write the results as YAML here")
+    ev.add_argument("--map-labels", type=float, metavar="N",
+                    help="also name each head's clusters from N labelled images only (a count, or a fraction below "
+                         "1; stratified by class) and score that on the other images")
+    ev.add_argument("--map-seed", type=int, default=0, help="seed of the --map-labels draw (default 0)")
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="cluster new images with a trained model")
