@@ -1,4 +1,5 @@
-"""Head B re-fitted on the frozen trunk: only head B changes, the lowest-loss re-fitted sub-heads are kept, and it learns."""
+"""Head B re-fitted on the frozen trunk: only head B changes, the lowest-loss re-fitted sub-heads are kept, and it
+learns."""
 
 import dataclasses
 

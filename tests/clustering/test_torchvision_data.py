@@ -71,7 +71,8 @@ def test_cifar10_from_its_python_batches(tmp_path, monkeypatch):
 def test_cifar100_is_labelled_by_its_20_superclasses(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
     folder = tmp_path / "cifar-100-python"
-    write_pickle(folder / "train", {"data": cifar_rows(4), "fine_labels": [0, 50, 99, 3], "coarse_labels": [4, 19, 0, 4]})
+    write_pickle(folder / "train",
+                 {"data": cifar_rows(4), "fine_labels": [0, 50, 99, 3], "coarse_labels": [4, 19, 0, 4]})
     write_pickle(folder / "test", {"data": cifar_rows(2), "fine_labels": [1, 2], "coarse_labels": [7, 19]})
     write_pickle(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
                                    "coarse_label_names": [f"super{i}" for i in range(20)]})
@@ -102,5 +103,6 @@ def test_stl10_heads_a_also_train_on_the_unlabelled_images(tmp_path, monkeypatch
 def test_a_missing_dataset_says_how_to_get_it(tmp_path, dataset):
     from iic.errors import IICError
 
-    with pytest.raises(IICError, match=rf"^{re.escape(dataset)} not found under {re.escape(str(tmp_path))}: pass --download"):
+    with pytest.raises(IICError,
+                       match=rf"^{re.escape(dataset)} not found under {re.escape(str(tmp_path))}: pass --download"):
         load_cluster_data(config(dataset, tmp_path))

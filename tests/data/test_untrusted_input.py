@@ -90,7 +90,8 @@ def test_any_value_for_a_segmentation_setting(key, value):
 @FUZZ
 @given(text=st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
 def test_any_text_as_a_config_file(tmp_path, text):
-    values = returns_or_one_line_error(read_yaml, fresh_file(tmp_path, "config.yaml", text.encode("utf-8", "surrogatepass")))
+    values = returns_or_one_line_error(read_yaml,
+                                       fresh_file(tmp_path, "config.yaml", text.encode("utf-8", "surrogatepass")))
     if values is not None:
         returns_or_one_line_error(config_from_dict, ClusterConfig, values)
 
@@ -286,8 +287,9 @@ def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(malicious_checkpoint
 
 # An alias bomb: 10 YAML lines that expand to 9**10 strings. Under a fixed-length field it used to be formatted
 # in full into the error message (4.4 GB and no end).
-ALIAS_BOMB = "jitter:\n  - &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
-    f"  - &{b} [{','.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")) + "  - [" + ",".join(["*i"] * 9) + "]\n"
+ALIAS_BOMB = ("jitter:\n  - &a [" + ",".join(['"lol"'] * 9) + "]\n"
+              + "".join(f"  - &{b} [{','.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+              + "  - [" + ",".join(["*i"] * 9) + "]\n")
 
 
 def test_an_alias_bomb_config_is_refused_quickly_in_little_memory(tmp_path):
@@ -312,7 +314,8 @@ def test_the_cli_refuses_an_alias_bomb_in_one_line_under_300_mb(tmp_path):
     (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
     # A fresh process around the command, so that the peak is the command's own, not an earlier child's.
     measure = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "r = subprocess.run([sys.executable, '-m', 'iic', 'train', '--config', 'bomb.yaml'], capture_output=True, text=True); "
+               "r = subprocess.run([sys.executable, '-m', 'iic', 'train', '--config', 'bomb.yaml'], "
+               "capture_output=True, text=True); "
                "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t); "
                "print(r.stderr, end='')")
     result = subprocess.run([sys.executable, "-c", measure], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -343,4 +346,5 @@ def test_a_file_name_that_is_not_utf8_is_written_back_escaped(tmp_path):
         (images / name).unlink()
     (images / "\udcff.png").write_bytes(b"not an image")  # the name b"\xff.png", as Python spells it
     result = iic_command("predict", str(FIXTURES / "digits-legacy"), "images", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr == "iic: error: cannot read image images/\\xff.png: corrupt or not an image (UnidentifiedImageError)\n"
+    assert result.returncode == 2 and result.stderr == ("iic: error: cannot read image images/\\xff.png: "
+                                                        "corrupt or not an image (UnidentifiedImageError)\n")

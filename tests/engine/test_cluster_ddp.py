@@ -106,7 +106,8 @@ def test_two_process_training_run_evaluates_each_image_once_with_the_saved_model
          "--out-dir", str(tmp_path), "--name", "ddp"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("iic train:") == 1 and result.stdout.count("trained in") == 1, result.stdout  # rank 0 speaks
+    # rank 0 speaks
+    assert result.stdout.count("iic train:") == 1 and result.stdout.count("trained in") == 1, result.stdout
     trained = yaml.safe_load((run / "results.yaml").read_text())
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval.yaml")]) == 0
     evaluated = yaml.safe_load((tmp_path / "eval.yaml").read_text())

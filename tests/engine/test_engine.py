@@ -120,14 +120,16 @@ def test_steps_per_pass_are_counted_as_each_process_takes_its_share(three_digit_
 
     config = ClusterConfig(dataset="npz", data_path=str(three_digit_npz), batch_size=60)
     module = ClusterModule(config_to_dict(config), channels=1)
-    datamodule = ClusterDataModule(config, load_cluster_data(ClusterConfig(dataset="npz", data_path=str(three_digit_npz))),
+    datamodule = ClusterDataModule(config,
+                                   load_cluster_data(ClusterConfig(dataset="npz", data_path=str(three_digit_npz))),
                                    module)
     datamodule.trainer = SimpleNamespace(world_size=world_size)
     loader = datamodule.head_dataloader("B")
     sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=world_size - 1)  # as Lightning's
     as_lightning_runs_it = torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                                                        drop_last=True)
-    assert datamodule.batches_per_pass("B") == len(as_lightning_runs_it) == math.ceil(len(loader.dataset) / world_size) // 60
+    assert (datamodule.batches_per_pass("B") == len(as_lightning_runs_it)
+            == math.ceil(len(loader.dataset) / world_size) // 60)
 
 
 def test_resuming_with_another_lr_trains_with_it(three_digit_npz, tmp_path, monkeypatch):

@@ -63,7 +63,8 @@ def test_invariant_to_a_permutation_of_clusters():
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(perm, torch.arange(6))
     for lamb in (1.0, 2.0):
-        assert iic_loss(p[:, perm], p_tf[:, perm], lamb)[0].item() == pytest.approx(iic_loss(p, p_tf, lamb)[0].item(), rel=1e-6)
+        assert iic_loss(p[:, perm], p_tf[:, perm], lamb)[0].item() == pytest.approx(iic_loss(p, p_tf, lamb)[0].item(),
+                                                                                   rel=1e-6)
 
 
 def test_lambda_above_one_favours_balanced_marginals():

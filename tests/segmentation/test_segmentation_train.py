@@ -91,7 +91,8 @@ def write_folder(root, label_sizes):
 
 
 @pytest.mark.parametrize("case", ["label size", "missing label", "empty folder", "corrupt image", "float image",
-                                  "preset data missing", "preset data not in IIC_DATA", "T too large", "k_a of 1", "negative seed", "untrained head A",
+                                  "preset data missing", "preset data not in IIC_DATA", "T too large", "k_a of 1",
+                                  "negative seed", "untrained head A",
                                   "affine nan", "predict empty", "no sub-heads", "negative eval crop",
                                   "crop larger than the images", "scale too small"])
 def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch, case):
@@ -114,13 +115,14 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
     elif case == "float image":
         write_folder(tmp_path, [None] * 4)
         Image.fromarray(np.zeros((64, 64), dtype=np.float32)).save(tmp_path / "images" / "3.tif")
-        argv, expected = ["train", *unlabelled_folder_args], "unsupported image mode 'F' in " + str(tmp_path / "images" / "3.tif")
+        argv, expected = (["train", *unlabelled_folder_args],
+                          "unsupported image mode 'F' in " + str(tmp_path / "images" / "3.tif"))
     elif case == "preset data missing":  # the CamVid presets name no data path of their own
         monkeypatch.delenv("IIC_DATA", raising=False)
         monkeypatch.chdir(tmp_path)
-        argv, expected = ["train", "--preset", "camvid3"], ("dataset 'npz' needs --data-path: its root folder, .npz file "
-                                                            "or image folder (or set IIC_DATA to the folder that holds "
-                                                            "camvid_180x240_trainval.npz)")
+        argv, expected = ["train", "--preset", "camvid3"], ("dataset 'npz' needs --data-path: its root folder, "
+                                                            ".npz file or image folder (or set IIC_DATA to the folder "
+                                                            "that holds camvid_180x240_trainval.npz)")
     elif case == "preset data not in IIC_DATA":
         monkeypatch.setenv("IIC_DATA", str(tmp_path / "data"))
         monkeypatch.chdir(tmp_path)
@@ -138,14 +140,16 @@ def test_bad_input_gives_one_clear_line_and_no_run(tmp_path, capsys, monkeypatch
     elif case == "no sub-heads":
         argv, expected = ["train", "--num-subheads", 0], "num_subheads must be at least 1, got 0"
     elif case == "negative eval crop":
-        argv, expected = ["train", "--eval-crop-size", -4, "--eval-every", 1], "eval_crop_size must be 0 (whole images) or at least 2"
+        argv, expected = (["train", "--eval-crop-size", -4, "--eval-every", 1],
+                          "eval_crop_size must be 0 (whole images) or at least 2")
     elif case == "crop larger than the images":  # the demo's images are 64 × 64
         argv, expected = ["train", "--crop-size", 1000], "crop_size=1000 is larger than the 64×64 training images"
     elif case == "scale too small":
         argv, expected = ["train", "--scale", 0.02], "scale 0.02 makes the training images 1×1 pixels"
     else:
         (tmp_path / "empty").mkdir()
-        argv, expected = ["predict", tmp_path / "missing.ckpt", tmp_path / "empty", "--out", tmp_path / "p"], "no such checkpoint"
+        argv, expected = (["predict", tmp_path / "missing.ckpt", tmp_path / "empty", "--out", tmp_path / "p"],
+                          "no such checkpoint")
     code, out, err = run_cli(capsys, *argv, *(["--out-dir", out_dir] if argv[0] == "train" else []))
     assert code == 2
     lines = err.strip().splitlines()
@@ -173,10 +177,10 @@ def test_potsdam3_preset_trains_on_rgb_ir_tiles(tmp_path, capsys):
 
 
 def test_two_process_training_run_evaluates_each_image_once(tmp_path):
-    """`iic segment train --devices 2` on CPU (gloo), five labelled images: each process evaluates its share (Lightning's
-    default sampler would count one image twice) with rank 0's BatchNorm statistics (each process's last training
-    step updates its own), so the last pass's validation, results.yaml and one process's evaluation of the saved
-    model agree exactly; and only rank 0 prints."""
+    """`iic segment train --devices 2` on CPU (gloo), five labelled images: each process evaluates its share
+    (Lightning's default sampler would count one image twice) with rank 0's BatchNorm statistics (each process's last
+    training step updates its own), so the last pass's validation, results.yaml and one process's evaluation of the
+    saved model agree exactly; and only rank 0 prints."""
     import csv
     import subprocess
     import sys
@@ -218,7 +222,8 @@ def write_untrained_checkpoint(path, **settings):
     from iic.segmentation.module import SegmentationModule
 
     module = SegmentationModule(config_to_dict(SegmentConfig(widths=(4,) * 6, **settings)), ["a", "b", "c"])
-    torch.save({"task": "segmentation", "hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    torch.save({"task": "segmentation", "hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()},
+               path)
     return path
 
 
@@ -300,8 +305,8 @@ def test_output_names_are_distinct_and_keep_unique_stems():
 
     from iic.segmentation.outputs import output_names
 
-    paths = [Path("x/a/0.png"), Path("x/b/0.jpg"), Path("x/a_0.png"), Path("y/a/0.png"), Path("x/Z.png"), Path("y/z.png"),
-             Path("y/w.png")]
+    paths = [Path("x/a/0.png"), Path("x/b/0.jpg"), Path("x/a_0.png"), Path("y/a/0.png"), Path("x/Z.png"),
+             Path("y/z.png"), Path("y/w.png")]
     names = output_names(paths)
     assert names[2] == "a_0" and names[6] == "w"  # a stem of its own is kept, even one like a derived name
     assert names[1] == "b_0" and (names[0], names[3]) == ("a_0_2", "a_0_3")
@@ -316,7 +321,8 @@ def test_folder_training_without_labels_prints_no_warnings(tmp_path):
 
     write_folder(tmp_path, [None] * 3)
     result = subprocess.run(
-        [sys.executable, "-m", "iic", "segment", "train", "--dataset", "folder", "--data-path", str(tmp_path / "images"),
+        [sys.executable, "-m", "iic", "segment", "train", "--dataset", "folder",
+         "--data-path", str(tmp_path / "images"),
          "--crop-size", "24", "--widths", *["4"] * 6, "--batch-size", "2", "--epochs", "1", "--no-progress",
          "--accelerator", "cpu", "--out-dir", str(tmp_path / "runs"), "--name", "quiet"],
         capture_output=True, text=True, timeout=600)
@@ -330,7 +336,8 @@ def test_a_run_never_validated_still_has_a_best_checkpoint(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--epochs", 1, "--eval-every", 100, "--out-dir", tmp_path, "--name", "run",
                            "--no-progress")
     assert code == 0, err
-    best, last = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("best", "last"))
+    best, last = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False)
+                  for name in ("best", "last"))
     assert best["global_step"] == last["global_step"] > 0  # the trained model
     mapping = best["state_dict"]["cluster_to_class"]  # with the final evaluation's matching, as last.ckpt
     assert (mapping >= 0).all() and torch.equal(mapping, last["state_dict"]["cluster_to_class"])
@@ -408,7 +415,8 @@ def test_resume_keeps_what_names_the_run(tiny_run, tmp_path, capsys, change):
         key = change.split()[0]
         (tmp_path / "settings.yaml").write_text(f"{key}: other\nepochs: 2\n")
         argv = ["--config", tmp_path / "settings.yaml"]
-        expected = f"iic: error: {key} in {tmp_path / 'settings.yaml'} cannot change on --resume: the run keeps its directory and preset"
+        expected = (f"iic: error: {key} in {tmp_path / 'settings.yaml'} cannot change on --resume: "
+                    "the run keeps its directory and preset")
     code, out, err = run_cli(capsys, "train", "--resume", tiny_run, *argv, "--epochs", 2)
     assert code == 2 and err.strip() == expected and out == "", err
     assert (tiny_run / "config.yaml").read_text() == before and not (tmp_path / "other").exists()
@@ -422,7 +430,8 @@ def test_resume_takes_a_run_directory_or_its_last_checkpoint(tiny_run, tmp_path,
     for checkpoint in (copy, tiny_run / "checkpoints" / "best.ckpt"):
         code, out, err = run_cli(capsys, "train", "--resume", checkpoint, "--epochs", 2)
         assert code == 2 and out == "", err
-        assert err.strip() == f"iic: error: cannot resume {checkpoint}: --resume takes a run directory or its checkpoints/last.ckpt"
+        assert err.strip() == (f"iic: error: cannot resume {checkpoint}: "
+                               "--resume takes a run directory or its checkpoints/last.ckpt")
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["copies"]  # no run written around the copy
     assert (tiny_run / "checkpoints" / "last.ckpt").read_bytes() == last
 
@@ -453,7 +462,8 @@ def test_evaluate_on_other_data_uses_its_classes(tmp_path, capsys):
 def test_predict_refuses_a_scale_that_leaves_nothing_to_segment(tmp_path, capsys, scale):
     checkpoint = write_untrained_checkpoint(tmp_path / "model.ckpt")
     Image.fromarray(np.zeros((40, 52, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    code, out, err = run_cli(capsys, "predict", checkpoint, tmp_path / "a.png", "--out", tmp_path / "out", "--scale", scale)
+    code, out, err = run_cli(capsys, "predict", checkpoint, tmp_path / "a.png", "--out", tmp_path / "out",
+                             "--scale", scale)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("iic: error: scale ") and out == "", err
     assert not (tmp_path / "out").exists()

@@ -29,7 +29,8 @@ def test_random_views_flip_and_invert_exactly():
     assert params.flipped.any() and not params.flipped.all()
     back, valid = views.invert(x_tf[:, 3:], params)  # the IR channel is never jittered
     assert torch.equal(back, x[:, 3:]) and valid.all()
-    assert not torch.allclose(x_tf[:, :3], torch.where(params.flipped[:, None, None, None], x[:, :3].flip(-1), x[:, :3]))
+    assert not torch.allclose(x_tf[:, :3],
+                              torch.where(params.flipped[:, None, None, None], x[:, :3].flip(-1), x[:, :3]))
 
 
 def test_greyscale_views_are_jittered_in_brightness_and_contrast():
@@ -43,7 +44,8 @@ def test_greyscale_views_are_jittered_in_brightness_and_contrast():
 def test_affine_inverse_warps_back_and_masks_pixels_from_outside():
     torch.manual_seed(1)
     x = smooth_batch()
-    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, rotation=30, affine_scale=(0.8, 1.2), affine_shear=10, color_channels=3)
+    views = InvertibleViews(jitter=(0, 0, 0, 0), flip=True, rotation=30, affine_scale=(0.8, 1.2), affine_shear=10,
+                            color_channels=3)
     x_tf, params = views(x)
     back, valid = views.invert(x_tf, params)
     assert params.affine is not None and valid.shape == (4, 24, 32)
