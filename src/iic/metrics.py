@@ -23,7 +23,8 @@ class ContingencyTables(Metric):
         super().__init__()
         self.num_subheads, self.num_clusters, self.num_classes = num_subheads, num_clusters, num_classes
         self.ignore_index = ignore_index
-        self.add_state("tables", default=torch.zeros(num_subheads, num_clusters, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("tables", default=torch.zeros(num_subheads, num_clusters, num_classes, dtype=torch.long),
+                       dist_reduce_fx="sum")
 
     def update(self, clusters: torch.Tensor, labels: torch.Tensor) -> None:
         """``clusters``: S × N cluster ids (any trailing shape); ``labels``: N (same trailing shape)."""
@@ -35,9 +36,11 @@ class ContingencyTables(Metric):
         labels = labels[valid].long()
         clusters = clusters[:, valid].long()
         # Out-of-range ids would land in another cell of the flattened table, not fail: refuse them.
-        if labels.numel() and (labels.max() >= self.num_classes or clusters.min() < 0 or clusters.max() >= self.num_clusters):
+        if labels.numel() and (labels.max() >= self.num_classes or clusters.min() < 0
+                               or clusters.max() >= self.num_clusters):
             raise ValueError(f"contingency tables take cluster ids 0..{self.num_clusters - 1} and class ids "
-                             f"0..{self.num_classes - 1}, got clusters {clusters.min().item()}..{clusters.max().item()} "
+                             f"0..{self.num_classes - 1}, got clusters "
+                             f"{clusters.min().item()}..{clusters.max().item()} "
                              f"and classes up to {labels.max().item()}")
         for s in range(self.num_subheads):
             index = clusters[s] * self.num_classes + labels

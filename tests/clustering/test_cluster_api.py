@@ -111,7 +111,8 @@ def test_paths_from_python_may_start_with_the_home_folder(run, test_images, tmp_
     assert iic.load("~/api").path == run.run_dir / "checkpoints" / "last.ckpt"
 
 
-def test_a_three_by_h_by_w_input_is_refused_by_a_colour_model_and_read_as_three_images_by_a_greyscale_one(run, test_images):
+def test_a_three_by_h_by_w_input_is_refused_by_a_colour_model_and_read_as_three_images_by_a_greyscale_one(
+        run, test_images):
     from iic.clustering.module import ClusterModule
     from iic.config import config_to_dict
 

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow  # trains, or runs the iic command
 
 # Two trunks of the wider network learn three digits in 6 epochs (the slim default needs more), without a re-fit.
 TINY = ["--k-b", "3", "--k-a", "6", "--num-subheads", "2", "--trunks", "2", "--epochs", "6", "--batch-size", "100",
-        "--repeats", "3", "--lr", "0.004", "--widths", "32", "64", "128", "128", "--refit-subheads", "0", "--no-progress",
-        "--seed", "0"]
+        "--repeats", "3", "--lr", "0.004", "--widths", "32", "64", "128", "128", "--refit-subheads", "0",
+        "--no-progress", "--seed", "0"]
+RUN_FILES = ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")  # what a refused resume must leave as it was
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,8 @@ def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):
     folder = tmp_path / "new"
     (folder / "more").mkdir(parents=True)
     for i in range(6):  # images in a sub-folder are found too
-        Image.fromarray(arrays["x_test"][i]).resize((32, 32)).convert("RGB").save(folder / ("more" if i > 3 else "") / f"{i}.png")
+        picture = Image.fromarray(arrays["x_test"][i]).resize((32, 32)).convert("RGB")
+        picture.save(folder / ("more" if i > 3 else "") / f"{i}.png")
     (folder / ".ipynb_checkpoints").mkdir()  # hidden folders are not
     Image.fromarray(arrays["x_test"][0]).save(folder / ".ipynb_checkpoints" / "0.png")
     out = tmp_path / "clusters.csv"
@@ -158,7 +160,8 @@ def test_checkpoints_cover_passes_not_validated(three_digit_npz, tmp_path, eval_
     data = load_cluster_data(config)
     module, _ = fit(config, data, tmp_path / "run")
     trained_steps = 3 * (len(data.train_b) // 100)  # passes A, B, B over the data
-    last, best = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False) for name in ("last", "best"))
+    last, best = (torch.load(tmp_path / "run" / "checkpoints" / f"{name}.ckpt", weights_only=False)
+                  for name in ("last", "best"))
     assert last["global_step"] == trained_steps
     assert best["global_step"] == (trained_steps if eval_every == 100 else 2 * trained_steps // 3)
     for name, value in module.state_dict().items():
@@ -292,11 +295,12 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, a
 
 
 def test_resuming_a_finished_run_is_refused_as_there_is_nothing_to_train(trained_run):
-    before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
+    before = {name: (trained_run / name).read_bytes() for name in RUN_FILES}
     assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--batch-size", "50"),
                           "give more --epochs to train on")
     assert before == {name: (trained_run / name).read_bytes() for name in before}
-    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--preset", "mnist"), "cannot change on --resume")
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--preset", "mnist"),
+                          "cannot change on --resume")
 
 
 def test_a_config_file_given_on_resume_may_not_move_the_run(trained_run, tmp_path):
@@ -313,19 +317,19 @@ def test_resume_takes_the_runs_last_checkpoint_too_but_no_other(trained_run):
     before = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
     assert_one_line_error(run_cli("train", "--resume", str(trained_run / "checkpoints" / "last.ckpt")),
                           "give more --epochs to train on")  # taken, and found finished
-    assert_one_line_error(run_cli("train", "--resume", str(trained_run / "checkpoints" / "best.ckpt"), "--epochs", "99"),
-                          "--resume takes a run directory or its checkpoints/last.ckpt")
+    assert_one_line_error(run_cli("train", "--resume", str(trained_run / "checkpoints" / "best.ckpt"),
+                                  "--epochs", "99"), "--resume takes a run directory or its checkpoints/last.ckpt")
     assert (trained_run / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
 def test_resume_with_another_architecture_is_refused(trained_run):
-    before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
+    before = {name: (trained_run / name).read_bytes() for name in RUN_FILES}
     assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--k-b", "5"), "cannot resume")
     assert before == {name: (trained_run / name).read_bytes() for name in before}
 
 
 def test_resume_with_fewer_epochs_than_trained_is_refused(trained_run):
-    before = {name: (trained_run / name).read_bytes() for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt")}
+    before = {name: (trained_run / name).read_bytes() for name in RUN_FILES}
     assert_one_line_error(run_cli("train", "--resume", str(trained_run), "--epochs", "1"), "give more --epochs")
     assert before == {name: (trained_run / name).read_bytes() for name in before}
 
@@ -362,10 +366,11 @@ def test_bad_files_and_layouts(tmp_path, trained_run, capsys):
     assert_one_line_error(run_cli("train", "--dataset", "npz", "--data-path", str(tmp_path / "three.npz"), "--k-b", "2",
                                   "--k-a", "0", "--devices", "2", "--accelerator", "cpu", "--out-dir", str(out_dir)),
                           "3 training images cannot be shared by 2 processes")
-    np.savez(tmp_path / "one_test.npz", x_train=np.zeros((8, 8, 8), dtype=np.uint8), x_test=np.zeros((1, 8, 8), dtype=np.uint8))
-    assert_one_line_error(run_cli("train", "--dataset", "npz", "--data-path", str(tmp_path / "one_test.npz"), "--protocol",
-                                  "split", "--k-b", "2", "--k-a", "0", "--devices", "2", "--accelerator", "cpu",
-                                  "--out-dir", str(out_dir)),
+    np.savez(tmp_path / "one_test.npz", x_train=np.zeros((8, 8, 8), dtype=np.uint8),
+             x_test=np.zeros((1, 8, 8), dtype=np.uint8))
+    assert_one_line_error(run_cli("train", "--dataset", "npz", "--data-path", str(tmp_path / "one_test.npz"),
+                                  "--protocol", "split", "--k-b", "2", "--k-a", "0", "--devices", "2",
+                                  "--accelerator", "cpu", "--out-dir", str(out_dir)),
                           "1 evaluation images cannot be shared by 2 processes")
     assert not out_dir.exists()
     a_file = tmp_path / "a_file"
@@ -392,7 +397,8 @@ def test_an_empty_output_name_is_refused_rather_than_read_as_the_current_folder(
     assert in_process_error(capsys, "train", "--out-dir", "", "--epochs", "1").endswith("out_dir is empty: give the "
                                                                                         "folder for run directories")
     for empty in ("", " "):
-        assert in_process_error(capsys, "evaluate", str(trained_run), "--out", empty).endswith("the output file name is empty")
+        error = in_process_error(capsys, "evaluate", str(trained_run), "--out", empty)
+        assert error.endswith("the output file name is empty")
     assert in_process_error(capsys, "predict", str(trained_run), str(trained_run / "clusters.png"), "--out", ""
                             ).endswith("the output file name is empty")
     assert not any(tmp_path.iterdir())
@@ -417,7 +423,8 @@ def test_bad_images_and_checkpoints(tmp_path, trained_run):
 def test_a_checkpoint_of_the_other_task_names_the_commands_that_take_it(tmp_path, trained_run, capsys):
     clustering = trained_run / "checkpoints" / "last.ckpt"
     for argv in (("segment", "evaluate", str(clustering)),
-                 ("segment", "predict", str(clustering), str(trained_run / "clusters.png"), "--out", str(tmp_path / "o"))):
+                 ("segment", "predict", str(clustering), str(trained_run / "clusters.png"), "--out",
+                  str(tmp_path / "o"))):
         assert in_process_error(capsys, *argv).endswith("is an iic clustering checkpoint, not a segmentation one: "
                                                         "use `iic evaluate`, `iic predict` or `iic train --resume`")
     # A run directory is told by its config.yaml (`task: clustering`) before its checkpoint is read.
@@ -463,13 +470,15 @@ def test_a_failed_download_is_one_clear_line(tmp_path):
         raise OSError(101, "Network is unreachable")
 
     config = ClusterConfig(dataset="mnist", data_path=str(tmp_path), download=True)
-    with pytest.raises(IICError, match=r"cannot download mnist to .*: <urlopen error \[Errno -2\] Name or service not known>$"):
+    with pytest.raises(IICError,
+                       match=r"cannot download mnist to .*: <urlopen error \[Errno -2\] Name or service not known>$"):
         _torchvision(offline, config)
     with pytest.raises(IICError, match="cannot download mnist under .*: Network is unreachable"):
         _torchvision(unreachable, config)
 
 
-@pytest.mark.parametrize("task", ["segmentation", None])  # config.yaml names its task; older ones are told by their keys
+# config.yaml names its task; older ones are told by their keys
+@pytest.mark.parametrize("task", ["segmentation", None])
 def test_resuming_a_segmentation_run_as_clustering_says_which_command(tmp_path, capsys, task):
     from iic.config import save_config
     from iic.segmentation.config import SegmentConfig
@@ -499,8 +508,9 @@ def test_help_explains_every_setting(capsys):
 
 def test_progress_bar_counts_passes(tmp_path):
     """Lightning's bar says "Epoch 29" for --epochs 10 (its epochs are our passes): ours says which pass of how many."""
-    result = run_cli_process("train", "--epochs", "1", "--trunks", "1", "--widths", "8", "8", "16", "16", "--repeats",
-                             "2", "--refit-subheads", "5", "--refit-epochs", "2", "--out-dir", str(tmp_path), "--name", "bar")
+    result = run_cli_process("train", "--epochs", "1", "--trunks", "1", "--widths", "8", "8", "16", "16",
+                             "--repeats", "2", "--refit-subheads", "5", "--refit-epochs", "2", "--out-dir",
+                             str(tmp_path), "--name", "bar")
     assert result.returncode == 0, result.stderr[-2000:]
     shown = result.stdout + result.stderr  # Lightning's bars write to stdout
     assert "pass 1/3" in shown and "pass 3/3" in shown and "re-fit pass 2/2" in shown

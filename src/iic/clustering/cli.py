@@ -23,7 +23,8 @@ def format_results(results: dict[str, Any]) -> str:
             lines.append(f"{name}: not trained (training stopped before its first pass)")
         elif "reported" in r:
             rep, best = r["reported"], r["best_by_labels"]
-            lines.append(f"{name}, {where} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  ARI {rep['ari']:.3f}")
+            lines.append(f"{name}, {where} (lowest loss): ACC {percent(rep['acc'])}  NMI {rep['nmi']:.3f}  "
+                         f"ARI {rep['ari']:.3f}")
             lines.append(f"{' ' * len(name)}  best sub-head by labels ({r['best_by_labels_subhead']}, not label-free): "
                          f"ACC {percent(best['acc'])}  NMI {best['nmi']:.3f}  ARI {best['ari']:.3f}")
         else:
@@ -55,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_results(run.results))
     if config.preset in PAPER_ACCURACY and CLUSTER_PRESETS[config.preset].get("dataset") == config.dataset:
         print(f"(paper, {config.preset}: {PAPER_ACCURACY[config.preset]}%)")
-    print(f"run directory: {run.run_dir} (config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
+    print(f"run directory: {run.run_dir} "
+          f"(config.yaml, metrics.csv, results.yaml, checkpoints/, clusters.png, curves.png)")
     return 0
 
 
@@ -114,10 +116,11 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     from iic.config import add_config_arguments
 
     train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
-    train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, else digits)")
+    train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} "
+                                        f"(default: the --config file's preset, else digits)")
     train.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
-    train.add_argument("--resume", metavar="RUN", help="continue a run (its directory, or its checkpoints/last.ckpt) from its "
-                                                    "last checkpoint")
+    train.add_argument("--resume", metavar="RUN",
+                       help="continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(train, ClusterConfig)
     train.set_defaults(func=cmd_train)
@@ -128,7 +131,8 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data-path", help="data path for --dataset")
     ev.add_argument("--protocol", choices=["iic", "split"],
                     help="iic: train+test splits together, as the paper; split: the test split (default: the run's)")
-    ev.add_argument("--download", action="store_true", help="download a torchvision dataset not found under --data-path")
+    ev.add_argument("--download", action="store_true",
+                    help="download a torchvision dataset not found under --data-path")
     ev.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
     ev.add_argument("--out", help="also write the results as YAML here")
     ev.add_argument("--map-labels", type=float, metavar="N",
@@ -139,7 +143,8 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
 
     pr = sub.add_parser("predict", help="cluster new images with a trained model")
     pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
-    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR", help="image files and/or folders (with their sub-folders)")
+    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",
+                    help="image files and/or folders (with their sub-folders)")
     pr.add_argument("--out", default="clusters.csv", help="CSV of path, cluster, probability (default: clusters.csv)")
     pr.add_argument("--head", default="B", choices=["A", "B"],
                     help="B: k_b clusters (default); A: the over-clustering head's k_a clusters")

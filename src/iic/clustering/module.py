@@ -126,7 +126,8 @@ class ClusterDataModule(L.LightningDataModule):
         return self.trainer.world_size if self.trainer else 1
 
     def head_batch_size(self, head: str) -> int:
-        return min(self.config.batch_size, len(self.head_images(head)) // self.world_size())  # a process's share at most
+        # A process's share at most.
+        return min(self.config.batch_size, len(self.head_images(head)) // self.world_size())
 
     def batches_per_pass(self, head: str) -> int:
         """A process's steps in a pass of ``head``: Lightning's distributed sampler gives each ceil(N / world size)."""
