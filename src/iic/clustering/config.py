@@ -27,7 +27,7 @@ class ClusterConfig:
     input_size: int = 16  # network input
     crop_size: int = 14  # crop for x, then resized to input_size
     x_crop: str = "random"  # random | centre | centre_half (centre or random, 50/50: the authors' MNIST)
-    x_per_pair: bool = False  # each of an image's r pairs gets its own x (r× the x work); else one x per image, as the authors do
+    x_per_pair: bool = False  # each of an image's r pairs gets its own x (r× the x work); else one per image (authors)
     tf_crop_sizes: tuple[int, int] = (10, 16)  # side range of g(x)'s random crop of the original image
     flip: bool = False  # g(x) flipped left-right half the time
     rotation: float = 15.0  # degrees, ± for g(x)
