@@ -8,7 +8,7 @@ in little memory."""
 import importlib
 
 _EXPORTS = {
-    "ClusterModel": "iic.clustering.api", "TrainedRun": "iic.clustering.api", "load": "iic.clustering.api",
+    "ClusterModel": "iic.clustering.api", "TrainedRun": "iic.engine.run:RunResult", "load": "iic.clustering.api",
     "train": "iic.clustering.api", "ClusterConfig": "iic.clustering.config", "SegmentConfig": "iic.segmentation.config",
     "IICError": "iic.errors",
     "DenseIICLoss": "iic.losses", "IICLoss": "iic.losses", "dense_iic_loss": "iic.losses", "iic_loss": "iic.losses",
@@ -25,7 +25,8 @@ def __getattr__(name: str):
         return importlib.import_module(f"iic.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'iic' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    module, _, attribute = _EXPORTS[name].partition(":")  # "module:attribute" where the names differ
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

@@ -13,12 +13,12 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig, validate_cluster_config
+from iic.clustering.config import ClusterConfig, validate_cluster_config
 from iic.clustering.data import (
     ClusterData,
     ImageSet,
@@ -27,12 +27,13 @@ from iic.clustering.data import (
     match_channels,
     resize_images,
 )
-from iic.config import config_from_dict, resolve_config
 from iic.data.images import expand_image_paths, load_image
 from iic.data.subsets import labelled_subset
-from iic.engine.run import RunResult as TrainedRun  # noqa: F401  (iic.TrainedRun)
 from iic.errors import IICError
 from iic.metrics import label_efficient_accuracy
+
+if TYPE_CHECKING:
+    from iic.engine.run import RunResult  # the engine imports Lightning: only where it is used
 
 # The module and the engine (Lightning) are imported where they are used: seconds to import, after the checks.
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
@@ -144,23 +145,19 @@ def load(path: str | os.PathLike) -> ClusterModel:
 
 
 def train(config: ClusterConfig | str | os.PathLike | None = None, *, preset: str | None = None,
-          progress: bool = True, **settings: Any) -> TrainedRun:
+          progress: bool = True, **settings: Any) -> "RunResult":
     """Train a clustering model in a new run directory under ``out_dir`` and evaluate it.
 
     ``config``: a ClusterConfig, or a YAML file of settings; else ``preset`` (default ``digits``, the embedded
     data). ``settings`` are config fields (``epochs=2``, ``dataset="npz"``, ``data_path=…``) applied last."""
-    if isinstance(config, ClusterConfig):
-        if preset is not None:
-            raise IICError("give a ClusterConfig or a preset, not both: a ClusterConfig holds every setting already")
-        config = config_from_dict(ClusterConfig, settings, config)
-    else:
-        config = resolve_config(ClusterConfig, CLUSTER_PRESETS, preset, None if config is None else str(config),
-                                settings)
-    return run_training(config, progress=progress)
+    from iic.clustering.task import CLUSTERING
+    from iic.engine.task import python_settings
+
+    return run_training(python_settings(CLUSTERING, config, preset, settings), progress=progress)
 
 
 def run_training(config: ClusterConfig, resume: str | os.PathLike | None = None, progress: bool = True,
-                 on_start: Callable[[ClusterData, Path], None] | None = None) -> TrainedRun:
+                 on_start: Callable[[ClusterData, Path], None] | None = None) -> "RunResult":
     """Check ``config`` and the data, then train in a new run directory (or continue the run ``resume``), evaluate
     and draw the run's pictures (the engine's run lifecycle); ``on_start(data, run_dir)`` is called in the main
     process just before training."""

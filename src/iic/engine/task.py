@@ -50,6 +50,17 @@ def commands_for(task_name: str) -> str:
     return task.commands if task is not None else f"iic's {task_name} commands"
 
 
+def python_settings(task: Task, config: Any, preset: str | None, settings: dict[str, Any]) -> Any:
+    """The settings of a run started from Python: a config object of the task with ``settings`` applied, or the
+    preset (default: the config class's), then a YAML file ``config``, then ``settings``."""
+    if isinstance(config, task.config_class):
+        if preset is not None:
+            name = task.config_class.__name__
+            raise IICError(f"give a {name} or a preset, not both: a {name} holds every setting already")
+        return config_from_dict(task.config_class, settings, config)
+    return resolve_config(task.config_class, task.presets, preset, None if config is None else str(config), settings)
+
+
 def run_settings(task: Task, preset: str | None, config_file: str | None, resume: str | os.PathLike | None,
                  overrides: dict[str, Any]) -> Any:
     """A new run's settings: the preset, then a --config file, then flags; a resumed run's: its own, then those."""

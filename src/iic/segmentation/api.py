@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from iic.config import config_from_dict, resolve_config
+from iic.config import config_from_dict
 from iic.data.images import expand_image_paths, load_image
 from iic.errors import IICError
 from iic.segmentation.config import (
     DATA_FIELDS,
-    SEGMENT_PRESETS,
     TRAINED_DATA_FIELDS,
     SegmentConfig,
     validate_config,
@@ -142,14 +141,10 @@ def train(config: SegmentConfig | str | os.PathLike | None = None, *, preset: st
 
     ``config``: a SegmentConfig, or a YAML file of settings; else ``preset`` (default ``demo``, embedded synthetic
     textures). ``settings`` are config fields (``epochs=2``, ``dataset="folder"``, …) applied last."""
-    if isinstance(config, SegmentConfig):
-        if preset is not None:
-            raise IICError("give a SegmentConfig or a preset, not both: a SegmentConfig holds every setting already")
-        config = config_from_dict(SegmentConfig, settings, config)
-    else:
-        config = resolve_config(SegmentConfig, SEGMENT_PRESETS, preset, None if config is None else str(config),
-                                settings)
-    return run_training(config, progress=progress)
+    from iic.engine.task import python_settings
+    from iic.segmentation.task import SEGMENTATION
+
+    return run_training(python_settings(SEGMENTATION, config, preset, settings), progress=progress)
 
 
 def run_training(config: SegmentConfig, resume: str | os.PathLike | None = None, progress: bool = True,
