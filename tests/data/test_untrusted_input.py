@@ -214,6 +214,15 @@ def test_any_damaged_checkpoint(tmp_path, data, legacy, position):
         returns_or_one_line_error(read_checkpoint, path, "segmentation")
 
 
+def test_a_few_bytes_declaring_a_huge_pickled_string_are_refused_unread(tmp_path):
+    """Not a zip archive: torch.load would read it as a bare pickle, whose string opcode's length field (here 2 GiB)
+    is allocated before the read finds the file short. Found by the fuzzing below (5 bytes, 64 MiB)."""
+    path = tmp_path / "tiny.ckpt"
+    path.write_bytes(b"X\xff\xff\xff\x7f")
+    with pytest.raises(IICError, match="not the zip archive torch.save writes"):
+        returns_or_one_line_error(read_checkpoint, path, "clustering") or read_checkpoint(path, "clustering")
+
+
 class RunsCode:
     """What an attacker pickles: loading it would run ``touch MARKER``."""
 

@@ -26,6 +26,15 @@ def load_plain(path: Path) -> Any:
     """What a checkpoint file holds, read with torch's weights-only unpickler: tensors, numbers, strings, lists and
     dicts, which is all iic writes. Anything else (a pickled object, whose loading could run any code) is refused
     unread, naming what it holds."""
+    # torch.save writes zip archives; torch.load takes anything else for a bare pickle, whose length fields a few
+    # bytes can set to gigabytes (allocated before the read finds the file short): refuse it unread.
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise IICError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != b"PK\x03\x04":
+        raise IICError(f"{path} is damaged or not a checkpoint (not the zip archive torch.save writes)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
