@@ -214,6 +214,17 @@ def test_any_damaged_checkpoint(tmp_path, data, legacy, position):
         returns_or_one_line_error(read_checkpoint, path, "segmentation")
 
 
+def test_a_png_whose_chunk_length_claims_gigabytes_is_read_in_little_memory(tmp_path):
+    """A 1×1 PNG with one damaged byte: its data chunk claims 1.5 GB, which PIL read from the file in one call
+    (allocated first: 1,440 MiB traced). Found by the fuzzing above; iic decodes from memory."""
+    png = bytearray(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x01\x00\x00\x00\x007n\xf9$"
+                    b"\x00\x00\x00\x00IDAT\x00\x00")
+    png[33] ^= 0x5A  # the IDAT chunk's length: 0x5A000000
+    path = fresh_file(tmp_path, "damaged.png", bytes(png))
+    returns_or_one_line_error(load_image, path, 3, (8, 8))  # within MEMORY_LIMIT
+    returns_or_one_line_error(load_label_map, path)
+
+
 def test_a_few_bytes_declaring_a_huge_pickled_string_are_refused_unread(tmp_path):
     """Not a zip archive: torch.load would read it as a bare pickle, whose string opcode's length field (here 2 GiB)
     is allocated before the read finds the file short. Found by the fuzzing below (5 bytes, 64 MiB)."""

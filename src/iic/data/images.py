@@ -1,5 +1,6 @@
 """Reading image files into arrays, with one clear error for each kind of bad file."""
 
+import io
 import os
 import struct
 import tempfile
@@ -80,7 +81,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             ignore_damaged_metadata_warnings()
-            with Image.open(path) as image:
+            # Decoded from memory: a damaged chunk length can make PIL read gigabytes at once, and a read from a
+            # file allocates what it asks for before finding the file short; a read from memory does not.
+            with Image.open(io.BytesIO(path.read_bytes())) as image:
                 image.load()
                 decoded = image.copy()
                 decoded.format = image.format  # which a copy drops: a PGM's 16 bits are told by it
