@@ -3,8 +3,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small networks train on one thread: on a shared 2-core machine, two busy-waiting OpenMP threads per process
+    made them several times slower (113 s against 25 s for the segmentation demo run under a load of 4)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

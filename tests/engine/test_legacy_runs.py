@@ -15,18 +15,10 @@ from PIL import Image
 import iic
 from iic.cli import main
 
-pytestmark = pytest.mark.slow  # trains, or runs the iic command
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # trains on one thread
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "legacy_runs"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is as fast, and leaves the other core to whoever shares the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def copy_of(name: str, tmp_path: Path) -> Path:

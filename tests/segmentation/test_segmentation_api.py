@@ -11,16 +11,8 @@ import iic
 from iic import segmentation
 from iic.errors import IICError
 
-pytestmark = pytest.mark.slow  # trains, or runs the iic command
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # trains on one thread
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A small network: one thread is as fast, and leaves the other core to whoever shares the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

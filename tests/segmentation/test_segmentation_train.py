@@ -12,17 +12,8 @@ from iic.errors import IICError
 from iic.segmentation.api import load, train
 from iic.segmentation.config import SEGMENT_PRESETS, SegmentConfig
 
-pytestmark = pytest.mark.slow  # trains, or runs the iic command
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # trains on one thread
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training tests use one thread: on a shared 2-core machine, two busy-waiting OpenMP threads per process
-    made them several times slower (113 s against 25 s for the demo run under a load of 4)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_training_separates_regions_by_texture(tmp_path):
