@@ -1,6 +1,7 @@
 """Invariant Information Clustering (Ji, Henriques, Vedaldi, ICCV 2019).
 
-Clustering: ``iic.train``, ``iic.load`` (iic.clustering); segmentation: ``iic.segmentation.train``, ``.load``; the
+Clustering: ``iic.train``, ``iic.load`` (iic.clustering); fine-tuning with few labels: ``iic.finetune``
+(iic.finetuning); segmentation: ``iic.segmentation.train``, ``.load``; the
 losses alone: ``iic.iic_loss``, ``iic.dense_iic_loss``. Names are imported when first used: ``import iic`` (and the
 ``iic`` command) reads no torch until something needs it, so that a bad setting or file is reported in a moment and
 in little memory."""
@@ -8,7 +9,9 @@ in little memory."""
 import importlib
 
 _EXPORTS = {
-    "ClusterModel": "iic.clustering.api", "TrainedRun": "iic.engine.run:RunResult", "load": "iic.clustering.api",
+    "ClusterModel": "iic.clustering.api", "TrainedRun": "iic.engine.run:RunResult", "load": "iic.loading",
+    "finetune": "iic.finetuning.api", "ClassifierModel": "iic.finetuning.api",
+    "FinetuneConfig": "iic.finetuning.config",
     "train": "iic.clustering.api", "ClusterConfig": "iic.clustering.config", "SegmentConfig": "iic.segmentation.config",
     "IICError": "iic.errors",
     "DenseIICLoss": "iic.losses", "IICLoss": "iic.losses", "dense_iic_loss": "iic.losses", "iic_loss": "iic.losses",
@@ -17,7 +20,7 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
-SUBPACKAGES = ("clustering", "segmentation", "engine", "losses", "data")
+SUBPACKAGES = ("clustering", "segmentation", "finetuning", "engine", "losses", "data")
 
 
 def __getattr__(name: str):

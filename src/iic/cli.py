@@ -1,5 +1,5 @@
-"""The ``iic`` command: each task's commands (clustering: train, evaluate, predict; ``iic segment …``), with one
-clear line for bad input."""
+"""The ``iic`` command: each task's commands (clustering: train, evaluate, predict; fine-tuning: finetune;
+``iic segment …``), with one clear line for bad input."""
 
 import argparse
 import sys
@@ -19,12 +19,14 @@ def quiet_libraries() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from iic.clustering.cli import add_clustering_commands
+    from iic.finetuning.cli import add_finetune_parser
     from iic.segmentation.cli import add_segment_parser
 
     parser = argparse.ArgumentParser(prog="iic", description="Invariant Information Clustering: cluster and segment "
                                                              "images without labels.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_clustering_commands(sub)
+    add_finetune_parser(sub)
     add_segment_parser(sub)
     return parser
 
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors=ESCAPE)
     import iic.clustering.task  # noqa: F401  (each task declared: messages about a run name its task's commands)
+    import iic.finetuning.task  # noqa: F401
     import iic.segmentation.task  # noqa: F401
 
     parser = build_parser()

@@ -98,16 +98,11 @@ def save_config(config: Any, path: str | os.PathLike, task: str | None = None) -
 FIXED_ON_RESUME = ("preset", "out_dir", "name")  # what names a run and its directory
 
 
-def shared_checks(config: Any) -> list[tuple[bool, str]]:
-    """(condition, message) for the settings that clustering and segmentation configs share."""
+def engine_checks(config: Any) -> list[tuple[bool, str]]:
+    """(condition, message) for the settings every task has: its run directory, optimisation and devices."""
     return [
         (0 < config.lr <= 10, f"lr must be positive and at most 10, got {config.lr}"),
-        (all(0 < lamb < math.inf for lamb in (config.lamb_a, config.lamb_b)),
-         "lamb_a and lamb_b must be positive and finite"),
         (0 <= config.seed < 2**32, f"seed must be in 0..2**32-1, got {config.seed}"),
-        (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
-         f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, "
-         f"got {list(config.jitter)}"),
         (config.name is None or (config.name not in ("", ".", "..") and "/" not in config.name
                                  and "\\" not in config.name),
          f"name must be a plain folder name (no path separators), got {brief(config.name)}"),
@@ -115,16 +110,27 @@ def shared_checks(config: Any) -> list[tuple[bool, str]]:
         (0 <= config.max_minutes <= 1e7,
          f"max_minutes must be 0 (no limit) or positive, at most 1e7, got {config.max_minutes}"),
         (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
-        (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),
-        (config.k_a == 0 or config.head_a_passes >= 1,
-         f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), "
-         f"got {config.head_a_passes}"),
-        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
         (config.num_workers >= 0, f"num_workers must be 0 or more, got {config.num_workers}"),
         (config.eval_every >= 1, f"eval_every must be at least 1, got {config.eval_every}"),
         (config.num_nodes >= 1, f"num_nodes must be at least 1, got {config.num_nodes}"),
         (config.lr_schedule in LR_SCHEDULES,
          f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {brief(config.lr_schedule)}"),
+    ]
+
+
+def shared_checks(config: Any) -> list[tuple[bool, str]]:
+    """(condition, message) for the settings that the IIC tasks (clustering and segmentation) share."""
+    return engine_checks(config) + [
+        (all(0 < lamb < math.inf for lamb in (config.lamb_a, config.lamb_b)),
+         "lamb_a and lamb_b must be positive and finite"),
+        (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
+         f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, "
+         f"got {list(config.jitter)}"),
+        (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),
+        (config.k_a == 0 or config.head_a_passes >= 1,
+         f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), "
+         f"got {config.head_a_passes}"),
+        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
     ]
 
 

@@ -70,13 +70,13 @@ def test_cosine_schedule_takes_the_lr_from_its_value_down_to_zero_and_resuming_f
                            batch_size=100, repeats=2, lr=0.004, lr_schedule="cosine", out_dir=str(tmp_path), name="run")
     data = load_cluster_data(config)
     used = []
-    original = ClusterModule.scheduled_lr
+    original = ClusterModule.lr_factor
 
     def recorded(self):
-        used.append(original(self))
-        return used[-1]
+        used.append(original(self) * self.config.lr)
+        return used[-1] / self.config.lr
 
-    monkeypatch.setattr(ClusterModule, "scheduled_lr", recorded)
+    monkeypatch.setattr(ClusterModule, "lr_factor", recorded)
     fit(config, data, tmp_path / "run")
     steps = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert len(used) == steps > 2 and used[0] == 0.004
@@ -100,8 +100,9 @@ def test_cosine_schedule_reaches_zero_when_head_a_trains_on_more_images_than_hea
     data = load_cluster_data(config)
     data = ClusterData(concat(*[data.train_b] * 4), data.train_b, data.evaluation, data.channels)
     used = []
-    original = ClusterModule.scheduled_lr
-    monkeypatch.setattr(ClusterModule, "scheduled_lr", lambda self: used.append(original(self)) or used[-1])
+    original = ClusterModule.lr_factor
+    monkeypatch.setattr(ClusterModule, "lr_factor", lambda self: used.append(original(self) * self.config.lr) or
+                        used[-1] / self.config.lr)
     fit(config, data, tmp_path / "run")
     global_step = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     pass_a, pass_b = len(data.train_a) // 100, len(data.train_b) // 100

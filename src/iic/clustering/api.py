@@ -39,6 +39,42 @@ if TYPE_CHECKING:
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
 
 
+def model_images(images: ImagesLike, size: int, channels: int) -> torch.Tensor:
+    """``images`` as a model takes them: uint8 N × C × H × W at its ``channels`` and image ``size``.
+
+    Arrays may be N×H×W, N×H×W×C or N×C×H×W (torch tensors: N×C×H×W or N×H×W), uint8 or floats in [0, 1] or
+    [0, 255]; paths may name image files or folders (searched with their sub-folders)."""
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if isinstance(images, Sequence) and not images:
+        raise IICError("no images given")
+    if isinstance(images, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in images):
+        files = expand_image_paths(images, recursive=True)
+        return images_from_array(np.stack([load_image(f, channels, (size, size)) for f in files]), "images")
+    is_tensor = isinstance(images, torch.Tensor)
+    if is_tensor:
+        images = images.detach().cpu().numpy()
+    else:
+        if isinstance(images, Sequence) and any(isinstance(p, (str, os.PathLike)) for p in images):
+            raise IICError("a list of images must be all image paths or all arrays, not a mix")
+        try:
+            images = np.asarray(images)
+        except ValueError:  # a list of arrays of different shapes
+            raise IICError("images of different shapes: give one array, or image files") from None
+        if images.dtype == object:  # e.g. a generator, or None
+            given = type(images.item()).__name__ if images.ndim == 0 else "a list of other things"
+            raise IICError(f"images must be an array, a tensor, image files or a folder, got {given}")
+    shape = tuple(images.shape)
+    if len(shape) == 3 and not is_tensor and shape[-1] in (1, 3):
+        raise IICError(f"an array shaped {shape} reads as one H×W×C image, not a batch of {shape[0]} images: "
+                       f"give a batch, e.g. image[None]")
+    if len(shape) == 3 and channels == 3 and shape[0] == 3:  # for a colour model, more likely one image
+        raise IICError(f"images shaped {shape} read as one C×H×W colour image or as 3 greyscale images: "
+                       f"give a batch, image[None] or images[:, None]")
+    array = images_from_array(images, "images", channels_last=not is_tensor)
+    return resize_images(match_channels(array, channels), size)
+
+
 class ClusterModel:
     """A trained IIC clustering model (``iic.load`` or ``iic.train(...).model``). Its reported sub-head is the one
     with the lowest training loss, chosen without labels."""
@@ -52,40 +88,8 @@ class ClusterModel:
         return self.module.config
 
     def images(self, images: ImagesLike) -> torch.Tensor:
-        """``images`` as the model takes them: uint8 N × C × H × W at its channels and image size.
-
-        Arrays may be N×H×W, N×H×W×C or N×C×H×W (torch tensors: N×C×H×W or N×H×W), uint8 or floats in [0, 1] or
-        [0, 255]; paths may name image files or folders (searched with their sub-folders)."""
-        size, channels = self.config.image_size, self.module.channels
-        if isinstance(images, (str, os.PathLike)):
-            images = [images]
-        if isinstance(images, Sequence) and not images:
-            raise IICError("no images given")
-        if isinstance(images, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in images):
-            files = expand_image_paths(images, recursive=True)
-            return images_from_array(np.stack([load_image(f, channels, (size, size)) for f in files]), "images")
-        is_tensor = isinstance(images, torch.Tensor)
-        if is_tensor:
-            images = images.detach().cpu().numpy()
-        else:
-            if isinstance(images, Sequence) and any(isinstance(p, (str, os.PathLike)) for p in images):
-                raise IICError("a list of images must be all image paths or all arrays, not a mix")
-            try:
-                images = np.asarray(images)
-            except ValueError:  # a list of arrays of different shapes
-                raise IICError("images of different shapes: give one array, or image files") from None
-            if images.dtype == object:  # e.g. a generator, or None
-                given = type(images.item()).__name__ if images.ndim == 0 else "a list of other things"
-                raise IICError(f"images must be an array, a tensor, image files or a folder, got {given}")
-        shape = tuple(images.shape)
-        if len(shape) == 3 and not is_tensor and shape[-1] in (1, 3):
-            raise IICError(f"an array shaped {shape} reads as one H×W×C image, not a batch of {shape[0]} images: "
-                           f"give a batch, e.g. image[None]")
-        if len(shape) == 3 and channels == 3 and shape[0] == 3:  # for a colour model, more likely one image
-            raise IICError(f"images shaped {shape} read as one C×H×W colour image or as 3 greyscale images: "
-                           f"give a batch, image[None] or images[:, None]")
-        array = images_from_array(images, "images", channels_last=not is_tensor)
-        return resize_images(match_channels(array, channels), size)
+        """``images`` as the model takes them (``model_images``)."""
+        return model_images(images, self.config.image_size, self.module.channels)
 
     def predict_proba(self, images: ImagesLike, head: str = "B") -> torch.Tensor:
         """Cluster probabilities, N × k, of the head's reported sub-head (on the CPU)."""

@@ -64,30 +64,51 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --- iic evaluate ---------------------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from iic.clustering.api import load
     from iic.data.images import check_writable
     from iic.engine.run import write_yaml
+    from iic.finetuning.api import ClassifierModel
+    from iic.loading import load
 
     model = load(args.run)
     if args.out is not None:
         check_writable(args.out)
     # This machine's accelerator, not the one the model was trained on.
-    results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
-                             accelerator="cpu" if args.cpu else "auto", map_labels=args.map_labels,
-                             map_seed=args.map_seed)
-    dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
-    images = sum(results["B"]["cluster_sizes"])
-    print(f"iic evaluate: {model.path} on {dataset} ({images} images, protocol {protocol})")
-    print(format_results(results))
-    for head in ("B", "A"):
-        if "label_efficient" in results.get(head, {}):
-            r = results[head]["label_efficient"]
-            print(f"head {head}: clusters named from {r['labels']} labelled images (seed {r['seed']}): "
-                  f"ACC {percent(r['acc'])} on the other {r['scored_on']}")
+    accelerator = "cpu" if args.cpu else "auto"
+    if isinstance(model, ClassifierModel):
+        results = evaluate_classifier(model, args, accelerator)
+    else:
+        results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
+                                 accelerator=accelerator, map_labels=args.map_labels, map_seed=args.map_seed)
+        dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
+        images = sum(results["B"]["cluster_sizes"])
+        print(f"iic evaluate: {model.path} on {dataset} ({images} images, protocol {protocol})")
+        print(format_results(results))
+        for head in ("B", "A"):
+            if "label_efficient" in results.get(head, {}):
+                r = results[head]["label_efficient"]
+                print(f"head {head}: clusters named from {r['labels']} labelled images (seed {r['seed']}): "
+                      f"ACC {percent(r['acc'])} on the other {r['scored_on']}")
     if args.out is not None:
         write_yaml(Path(args.out), results)
         print(f"results written to {args.out}")
     return 0
+
+
+def evaluate_classifier(model, args: argparse.Namespace, accelerator: str) -> dict[str, Any]:
+    """A fine-tuned run's scores: its classes are named already, and it is scored on its data's test split."""
+    from iic.errors import IICError
+    from iic.finetuning.cli import format_scores
+
+    if args.map_labels is not None:
+        raise IICError("--map-labels names the clusters of an IIC run; a fine-tuned run's classes are named already")
+    if args.protocol is not None:
+        raise IICError("--protocol is for IIC runs; a fine-tuned run is scored on its data's test split (else on "
+                       "its training images not labelled)")
+    results = model.evaluate(args.dataset, args.data_path, args.download or None, accelerator=accelerator)
+    dataset = args.dataset or model.config.dataset or model.module.source.dataset
+    print(f"iic evaluate: {model.path} (fine-tuned) on {dataset}")
+    print(format_scores(results))
+    return results
 
 
 # --- iic predict ----------------------------------------------------------------------------------------
@@ -95,13 +116,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from iic.clustering.api import load
     from iic.clustering.outputs import write_predictions
     from iic.data.images import check_writable, expand_image_paths
+    from iic.errors import IICError
+    from iic.finetuning.api import ClassifierModel
+    from iic.loading import load
 
     model = load(args.checkpoint)
     check_writable(args.out)
     files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
+    if isinstance(model, ClassifierModel):
+        if args.head != "B":
+            raise IICError("--head is for IIC runs: a fine-tuned run has one classifier")
+        probs = model.predict_proba(files)
+        write_predictions(args.out, files, probs, model.class_names)
+        counts = dict(zip(model.class_names, torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]).tolist()))
+        print(f"iic predict: {len(files)} image{'' if len(files) == 1 else 's'} → {args.out} (classes {counts})")
+        return 0
     probs = model.predict_proba(files, head=args.head)
     write_predictions(args.out, files, probs)
     counts = torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]).tolist()
@@ -125,7 +156,8 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(train, ClusterConfig)
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate a run or checkpoint: ACC/NMI/ARI per sub-head")
+    ev = sub.add_parser("evaluate", help="evaluate a run or checkpoint: ACC/NMI/ARI per sub-head (a fine-tuned run: "
+                                         "its accuracy)")
     ev.add_argument("run", metavar="RUN_OR_CKPT", help="run directory (its last checkpoint) or checkpoint file")
     ev.add_argument("--dataset", help="evaluate on another dataset than the run's")
     ev.add_argument("--data-path", help="data path for --dataset")
@@ -141,11 +173,12 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--map-seed", type=int, default=0, help="seed of the --map-labels draw (default 0)")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="cluster new images with a trained model")
+    pr = sub.add_parser("predict", help="cluster new images with a trained model (a fine-tuned one: classify them)")
     pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
     pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",
                     help="image files and/or folders (with their sub-folders)")
-    pr.add_argument("--out", default="clusters.csv", help="CSV of path, cluster, probability (default: clusters.csv)")
+    pr.add_argument("--out", default="clusters.csv",
+                    help="CSV of path, cluster (a fine-tuned run: class), probability (default: clusters.csv)")
     pr.add_argument("--head", default="B", choices=["A", "B"],
                     help="B: k_b clusters (default); A: the over-clustering head's k_a clusters")
     pr.set_defaults(func=cmd_predict)

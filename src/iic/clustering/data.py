@@ -282,11 +282,19 @@ def image_folder(path: Path, channels: int, size: int) -> ImageSet:
 
 # --- assembling a run's data -----------------------------------------------------------------------
 
-def load_cluster_data(config: ClusterConfig, training: bool = True) -> ClusterData:
-    """The sets heads A and B train on and the set evaluated, per the dataset and protocol (``training``: also
-    check that each head has at least as many images as clusters)."""
-    if config.protocol not in ("iic", "split"):
-        raise IICError(f"unknown protocol {config.protocol!r}: use 'iic' (train+test) or 'split'")
+@dataclass
+class Splits:
+    """A dataset's splits as read, sized and coloured for a run: train, test (None if it has none), and images only
+    head A trains on (STL-10's unlabelled ones)."""
+
+    train: ImageSet
+    test: ImageSet | None
+    extra_a: ImageSet | None
+    channels: int
+
+
+def load_splits(config: ClusterConfig) -> Splits:
+    """The splits of ``config.dataset``, at its image size and channels."""
     if config.data_path:  # "~/data" from Python; a shell expands it on the command line
         config = dataclasses.replace(config, data_path=os.path.expanduser(config.data_path))
     extra_a: ImageSet | None = None
@@ -326,10 +334,19 @@ def load_cluster_data(config: ClusterConfig, training: bool = True) -> ClusterDa
             return None
         return ImageSet(resize_images(match_channels(s.images, channels), config.image_size), s.labels, s.class_names)
 
-    train, test, extra_a = prepare(train), prepare(test), prepare(extra_a)
+    return Splits(prepare(train), prepare(test), prepare(extra_a), channels)
+
+
+def load_cluster_data(config: ClusterConfig, training: bool = True) -> ClusterData:
+    """The sets heads A and B train on and the set evaluated, per the dataset and protocol (``training``: also
+    check that each head has at least as many images as clusters)."""
+    if config.protocol not in ("iic", "split"):
+        raise IICError(f"unknown protocol {config.protocol!r}: use 'iic' (train+test) or 'split'")
+    splits = load_splits(config)
+    train, test, extra_a = splits.train, splits.test, splits.extra_a
     if config.protocol == "split":
         if test is None:
-            raise IICError(f"protocol 'split' needs a test split, and {name} has none: use --protocol iic")
+            raise IICError(f"protocol 'split' needs a test split, and {config.dataset} has none: use --protocol iic")
         train_b, evaluation = train, test
     else:
         train_b = concat(train, test) if test is not None else train
@@ -340,4 +357,4 @@ def load_cluster_data(config: ClusterConfig, training: bool = True) -> ClusterDa
             raise IICError(f"{head}={k} is larger than the number of training images ({len(train_b)})")
     if config.k_b < 1:
         raise IICError(f"k_b must be at least 1, got {config.k_b}")
-    return ClusterData(train_a, train_b, evaluation, channels)
+    return ClusterData(train_a, train_b, evaluation, splits.channels)

@@ -42,13 +42,14 @@ def plot_clusters(images: torch.Tensor, clusters: torch.Tensor, confidence: torc
     save_figure(fig, path)
 
 
-def write_predictions(path: str | Path, files: list[Path], probs: torch.Tensor) -> None:
-    """A CSV of path, cluster, probability; file names as the file system has them (bytes that are not UTF-8
-    written as \\xNN)."""
+def write_predictions(path: str | Path, files: list[Path], probs: torch.Tensor,
+                      class_names: list[str] | None = None) -> None:
+    """A CSV of path, cluster (with ``class_names``: class), probability; file names as the file system has them
+    (bytes that are not UTF-8 written as \\xNN)."""
     confidence, clusters = probs.max(dim=1)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "cluster", "probability"])
+    writer.writerow(["path", "cluster" if class_names is None else "class", "probability"])
     for file, cluster, probability in zip(files, clusters.tolist(), confidence.tolist()):
-        writer.writerow([str(file), cluster, f"{probability:.4f}"])
+        writer.writerow([str(file), cluster if class_names is None else class_names[cluster], f"{probability:.4f}"])
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8", ESCAPE))

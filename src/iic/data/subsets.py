@@ -5,11 +5,13 @@ import numpy as np
 from iic.errors import IICError
 
 
-def labelled_subset(labels: np.ndarray, amount: float, seed: int = 0, stratified: bool = True) -> np.ndarray:
+def labelled_subset(labels: np.ndarray, amount: float, seed: int = 0, stratified: bool = True,
+                    leave_out: bool = True) -> np.ndarray:
     """Sorted indices of ``amount`` images (a count ≥ 1, or a fraction of them in (0, 1)) drawn with ``seed``.
 
     Stratified: each class gets its share of the count, in proportion to its size and at least one image (100
-    labels of 10 balanced classes are 10 a class); otherwise a uniform draw. At least one image is left out."""
+    labels of 10 balanced classes are 10 a class); otherwise a uniform draw. With ``leave_out`` at least one image is
+    left out (to score on); without, a count of all the images takes them all."""
     labels = np.asarray(labels)
     total = len(labels)
     if not 0 < amount < np.inf:
@@ -17,8 +19,12 @@ def labelled_subset(labels: np.ndarray, amount: float, seed: int = 0, stratified
     count = int(round(amount * total)) if amount < 1 else int(amount)
     if amount >= 1 and amount != count:
         raise IICError(f"the number of labels must be a whole count or a fraction below 1, got {amount:g}")
-    if not 1 <= count < total:
-        raise IICError(f"{amount:g} labels: {count} of {total} labelled images; give at least 1 and fewer than {total}")
+    most = total - 1 if leave_out else total
+    if not 1 <= count <= most:
+        raise IICError(f"{amount:g} labels: {count} of {total} labelled images; give at least 1 and "
+                       f"{f'fewer than {total}' if leave_out else f'at most {total}'}")
+    if count == total:
+        return np.arange(total)
     rng = np.random.default_rng(seed)
     if not stratified:
         return np.sort(rng.choice(total, size=count, replace=False))

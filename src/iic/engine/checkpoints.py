@@ -55,16 +55,18 @@ def checkpoint_task(checkpoint: dict[str, Any]) -> str | None:
     return task if isinstance(task, str) else task_of_hyperparameters(checkpoint.get("hyper_parameters"))
 
 
-def read_checkpoint(path: str | os.PathLike, task: str) -> tuple[dict[str, Any], Path]:
-    """The saved dictionary of a ``task`` checkpoint file or run directory, and the file's path; one clear error for
-    a missing, damaged or unsafe file, or one of another task."""
+def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]) -> tuple[dict[str, Any], Path]:
+    """The saved dictionary of a checkpoint file or run directory of ``task`` (or one of several), and the file's
+    path; one clear error for a missing, damaged or unsafe file, or one of another task."""
+    tasks = (task,) if isinstance(task, str) else task
     path = checkpoint_file(path)
     checkpoint = load_plain(path)
     if not isinstance(checkpoint, dict):
-        raise IICError(f"{path} is not an iic {task} checkpoint (it holds a {type(checkpoint).__name__})")
+        raise IICError(f"{path} is not an iic {' or '.join(tasks)} checkpoint "
+                       f"(it holds a {type(checkpoint).__name__})")
     saved = checkpoint_task(checkpoint)
-    if saved is not None and saved != task:  # e.g. a segmentation run given to `iic predict`
-        raise IICError(f"{path} is an iic {brief(saved).strip(chr(39))} checkpoint, not a {task} one: "
+    if saved is not None and saved not in tasks:  # e.g. a segmentation run given to `iic predict`
+        raise IICError(f"{path} is an iic {brief(saved).strip(chr(39))} checkpoint, not a {' or '.join(tasks)} one: "
                        f"use {commands_for(saved)}")
     return checkpoint, path
 
@@ -114,9 +116,13 @@ def check_resumable(module: L.LightningModule, checkpoint: Path, max_passes: int
     return passes
 
 
-def load_trained(module_class: type, path: str | os.PathLike) -> tuple[Any, Path]:
-    """A trained module of ``module_class`` (an IICModule) from a checkpoint file or run directory, in eval mode."""
-    checkpoint, path = read_checkpoint(path, module_class.task_name)
+def load_trained(module_classes: type | tuple[type, ...], path: str | os.PathLike) -> tuple[Any, Path]:
+    """A trained module of ``module_classes`` (TaskModules; several: the one of the checkpoint's task) from a
+    checkpoint file or run directory, in eval mode."""
+    classes = {cls.task_name: cls for cls in (module_classes if isinstance(module_classes, tuple)
+                                                 else (module_classes,))}
+    checkpoint, path = read_checkpoint(path, tuple(classes))
+    module_class = classes.get(checkpoint_task(checkpoint), next(iter(classes.values())))
     try:
         module = module_class(**checkpoint["hyper_parameters"])
         module.on_load_checkpoint(checkpoint)

@@ -1,4 +1,5 @@
-"""curves.png of every run: the loss of each head over passes, and the reported sub-head's scores when labelled."""
+"""curves.png of every run: the loss of each head over passes (a fine-tuning run: its cross-entropy), and the
+scores when labelled."""
 
 import io
 import math
@@ -9,7 +10,9 @@ from iic.engine.trainer import read_metric_rows
 
 SCORES = (("val/acc_B", "head B accuracy (reported sub-head)"), ("val/acc_A", "head A accuracy (many-to-one)"),
           ("val/best_label_acc_B", "head B accuracy (best by labels)"),
-          ("val/pixel_acc_B", "head B pixel accuracy"), ("val/pixel_acc_A", "head A pixel accuracy"))
+          ("val/pixel_acc_B", "head B pixel accuracy"), ("val/pixel_acc_A", "head A pixel accuracy"),
+          ("val/acc", "accuracy on the validation part"), ("test/acc", "test accuracy (the final model)"))
+LOSSES = (("train/loss_A", "C1", "loss_A"), ("train/loss_B", "C0", "loss_B"), ("train/loss", "C2", "cross-entropy"))
 
 
 def save_figure(figure, path: Path, dpi: int = 100) -> None:
@@ -35,12 +38,12 @@ def plot_curves(metrics_csv: Path, path: Path) -> None:
 
     rows = read_metrics(metrics_csv)
     figure, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key, style in (("train/loss_A", "C1"), ("train/loss_B", "C0")):
+    for key, style, label in LOSSES:
         points = [(r["epoch"], r[key]) for r in rows if key in r and not math.isnan(r[key])]
         if points:
-            ax_loss.plot(*zip(*points), style, marker=".", label=key.split("/")[1])
+            ax_loss.plot(*zip(*points), style, marker=".", label=label)
     ax_loss.set_xlabel("pass over the data")
-    ax_loss.set_ylabel("IIC loss")
+    ax_loss.set_ylabel("loss")
     if ax_loss.lines:
         ax_loss.legend()
     for key, label in SCORES:

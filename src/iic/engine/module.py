@@ -1,8 +1,9 @@
-"""``IICModule``: what every IIC task shares, as one LightningModule that a task subclasses.
+"""``IICModule``: what every IIC task shares, as one LightningModule that a task subclasses (on ``TaskModule``, which
+fine-tuning shares too).
 
 It owns the head schedule (passes of head A and head B in alternation), each sub-head's mean loss over its head's
-latest pass and the label-free choice of the reported sub-head (the lowest loss), divergence detection, the
-optimiser and the lr schedule, and the validation skeleton around contingency tables. A task implements:
+latest pass and the label-free choice of the reported sub-head (the lowest loss), divergence detection, and the
+validation skeleton around contingency tables. A task implements:
 
 * ``subhead_losses(batch, head)``: per sub-head (loss, loss_plain) for a training batch;
 * ``pairs_in(batch)``: the pairs it trained on (for pairs/s);
@@ -11,15 +12,12 @@ optimiser and the lr schedule, and the validation skeleton around contingency ta
 """
 
 import math
-import time
-from typing import Any, ClassVar
+from typing import Any
 
-import lightning as L
 import torch
 
-from iic.config import config_from_dict
 from iic.distributed import broadcast_buffers
-from iic.errors import IICError
+from iic.engine.base import TaskModule
 from iic.metrics import ContingencyTables
 
 
@@ -30,23 +28,14 @@ def head_schedule(k_a: int, head_a_passes: int, head_b_passes: int, head_b_first
     return b + a if head_b_first else a + b
 
 
-class IICModule(L.LightningModule):
-    task_name: ClassVar[str]
-    config_class: ClassVar[type]
-
+class IICModule(TaskModule):
     def __init__(self, config: dict[str, Any]):
-        super().__init__()
-        self.config = config_from_dict(self.config_class, config)
+        super().__init__(config)
         c = self.config
         self.schedule = head_schedule(c.k_a, c.head_a_passes, c.head_b_passes, c.head_b_first)
         self.head_names = ["A", "B"] if c.k_a > 0 else ["B"]
-        self.automatic_optimization = False  # heads alternate by pass: each step trains one head
-        self.last_results: dict[str, Any] = {}
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
-        self._step_clock: float | None = None
-        self._fit_started: float | None = None
-        self._total_steps = 1
 
     def init_heads(self, num_subheads: int, num_clusters: dict[str, int], num_classes: int) -> None:
         """Per head: its sub-heads' latest mean losses (the label-free choice; saved with checkpoints) and
@@ -85,7 +74,7 @@ class IICModule(L.LightningModule):
     def steps_in_pass(self, head: str) -> int:
         return self.trainer.num_training_batches
 
-    # --- schedule, optimiser, lr -----------------------------------------------------------------------------
+    # --- schedule and optimisers ------------------------------------------------------------------------------
 
     def head_of_pass(self, index: int) -> str:
         return self.schedule[index % len(self.schedule)]
@@ -93,29 +82,26 @@ class IICModule(L.LightningModule):
     def current_head(self) -> str:
         return self.head_of_pass(self.current_epoch)
 
-    def configure_optimizers(self):
-        return [torch.optim.Adam(group, lr=self.config.lr) for group in self.parameter_groups()]
+    @property
+    def passes_per_epoch(self) -> int:
+        return len(self.schedule)
 
-    def optimiser_for(self, head: str) -> Any:
-        optimisers = self.optimizers()
-        if not isinstance(optimisers, list):
-            return optimisers
-        return optimisers[self.head_names.index(head)]
+    def optimiser_groups(self) -> list[list[dict[str, Any]]]:
+        return [[{"params": group, "lr": self.config.lr}] for group in self.parameter_groups()]
 
-    def on_train_start(self) -> None:
+    def optimiser_index(self, head: str) -> int:
+        return self.head_names.index(head) if len(self._base_lrs) > 1 else 0  # one optimiser per head, or one
+
+    def total_steps(self) -> int:
         # Passes of head A and head B can differ in length (STL-10's head A also sees the unlabelled images), so the
         # run's steps are counted per pass; Lightning's estimate multiplies the first pass's length.
         steps = {head: self.steps_in_pass(head) for head in set(self.schedule)}
-        self._total_steps = max(self.config.epochs * sum(steps[head] for head in self.schedule), 1)
+        return self.config.epochs * sum(steps[head] for head in self.schedule)
 
-    def scheduled_lr(self) -> float:
-        """The lr of the current step: ``lr``, or with ``lr_schedule: cosine`` its cosine decay to 0 over all of the
-        run's steps. A function of the step alone (no scheduler state, which a checkpoint would restore along with
-        the optimizer's lr), so that a resumed run follows its current settings: another --lr, more --epochs."""
-        if self.config.lr_schedule == "constant":
-            return self.config.lr
-        progress = min(self.global_step / self._total_steps, 1.0)
-        return 0.5 * self.config.lr * (1.0 + math.cos(math.pi * progress))
+    def results_without_evaluation(self) -> dict[str, Any]:
+        """Each head's sub-head losses and its reported sub-head."""
+        return {head: {"k": self.num_clusters[head], "reported_subhead": self.reported_subhead(head),
+                       "subhead_losses": [float(v) for v in self.subhead_loss(head)]} for head in self.head_names}
 
     # --- training --------------------------------------------------------------------------------------------
 
@@ -123,35 +109,21 @@ class IICModule(L.LightningModule):
         head = self.current_head()
         losses, plain = self.subhead_losses(batch, head)
         loss = losses.mean()
-        optimiser = self.optimiser_for(head)
-        optimiser.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        lr = self.scheduled_lr()
-        for group in optimiser.param_groups:
-            group["lr"] = lr
-        optimiser.step()
+        self.optimiser_step(loss, self.optimiser_index(head))
 
         detached = losses.detach()
         self._loss_sums[head] = self._loss_sums.get(head, torch.zeros_like(detached)) + detached
         self._loss_counts[head] = self._loss_counts.get(head, 0) + 1
-        now = time.perf_counter()
-        if self._step_clock is not None:
-            pairs = self.pairs_in(batch) * self.trainer.world_size
-            self.log("pairs_per_s", pairs / max(now - self._step_clock, 1e-9), prog_bar=True, on_step=True,
-                     on_epoch=False)
-        self._step_clock = now
+        self.log_throughput("pairs_per_s", self.pairs_in(batch))
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.log(f"train/loss_{head}", loss.detach(), on_step=False, on_epoch=True)
         self.log(f"train/mi_{head}", -plain.detach().mean(), on_step=False, on_epoch=True)
         return loss
 
-    def on_fit_start(self) -> None:
-        self._fit_started = time.perf_counter()
-
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._loss_sums.clear()
         self._loss_counts.clear()
-        self._step_clock = None
 
     def on_train_epoch_end(self) -> None:
         self.close_pass()
@@ -160,9 +132,7 @@ class IICModule(L.LightningModule):
         """Record each sub-head's mean loss over the pass just trained (the reported sub-head and val/loss
         follow it)."""
         for head, total in self._loss_sums.items():
-            if not torch.isfinite(total).all():
-                raise IICError(f"training diverged: head {head}'s loss became NaN or infinite "
-                               f"in pass {self.current_epoch + 1} (lr {self.config.lr:g}; try a lower --lr)")
+            self.check_finite(total, f"head {head}'s loss")
             self.subhead_loss(head).copy_(total / self._loss_counts[head])
         self._loss_sums.clear()
         self._loss_counts.clear()
@@ -210,12 +180,7 @@ class IICModule(L.LightningModule):
             }
         reported_loss = float(self.subhead_loss("B").min())
         self.log("val/loss", reported_loss if math.isfinite(reported_loss) else 1e9, sync_dist=False)
-        if self._fit_started is not None:
-            results["elapsed_s"] = time.perf_counter() - self._fit_started
+        if self.elapsed_s() is not None:
+            results["elapsed_s"] = self.elapsed_s()
             self.log("val/elapsed_s", results["elapsed_s"], rank_zero_only=True)
         self.last_results = results
-
-    # --- checkpoints -----------------------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["task"] = self.task_name

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from iic.config import save_config
 from iic.data.images import atomic_write_bytes, check_writable
+from iic.engine.base import TaskModule
 from iic.engine.checkpoints import check_resumable, resume_paths
-from iic.engine.module import IICModule
 from iic.engine.task import Task
 from iic.engine.trainer import (
     build_trainer,
@@ -39,13 +39,13 @@ class TaskRun:
     config: Any
     reload_dataloaders = False  # True when head A and head B train on different data
 
-    def build_module(self) -> IICModule:
+    def build_module(self) -> TaskModule:
         raise NotImplementedError
 
     def check_shares(self, world_size: int) -> None:
         """One clear error when the data cannot be shared among ``world_size`` processes."""
 
-    def fit_data(self, module: IICModule, trainer: L.Trainer, evaluation: DataLoader | None) -> dict[str, Any]:
+    def fit_data(self, module: TaskModule, trainer: L.Trainer, evaluation: DataLoader | None) -> dict[str, Any]:
         """``trainer.fit``'s data arguments (a datamodule, or train and val dataloaders; ``evaluation`` is what
         ``evaluation_loader`` gave)."""
         raise NotImplementedError
@@ -54,10 +54,14 @@ class TaskRun:
         """This process's share of the evaluation data, or None when there is none."""
         return None
 
-    def after_training(self, module: IICModule, progress: bool) -> None:
+    def write_inputs(self, run_dir: Path, resumed: bool) -> None:
+        """What the run was given that config.yaml cannot say (main process, before training; fine-tuning's labelled
+        images). A resumed run checks that it is given the same."""
+
+    def after_training(self, module: TaskModule, progress: bool) -> None:
         """Work on the trained model before its final evaluation (clustering's head-B re-fit)."""
 
-    def write_outputs(self, module: IICModule, run_dir: Path) -> None:
+    def write_outputs(self, module: TaskModule, run_dir: Path) -> None:
         """The task's pictures in the run directory (main process only)."""
 
 
@@ -90,13 +94,14 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
         L.seed_everything(config.seed, workers=True, verbose=False)
         # Model and Trainer first: a bad backbone, precision or device fails before the run directory is written.
         module = job.build_module()
-        passes = config.epochs * len(module.schedule)
+        passes = config.epochs * module.passes_per_epoch
         trainer = build_trainer(config, run_dir, max_epochs=passes, check_val_every_n_epoch=max(config.eval_every, 1),
                                 reload_dataloaders=job.reload_dataloaders, progress=progress)
         job.check_shares(trainer.world_size)
         resumed_passes = check_resumable(module, last, passes) if last is not None else None
         if trainer.is_global_zero:
             start_run(run_dir, config, job.task.name, resumed_passes)
+            job.write_inputs(run_dir, resumed=resumed_passes is not None)
             if on_start is not None:
                 on_start(run_dir)
         evaluation = job.evaluation_loader(trainer)
@@ -113,7 +118,7 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         if never_validated:
             trainer.save_checkpoint(run_dir / "checkpoints" / "best.ckpt")
-    results = module.last_results if evaluation is not None else losses_only(module)
+    results = module.last_results if evaluation is not None else module.results_without_evaluation()
     main = trainer.is_global_zero
     module.trainer = None  # which holds the training data
     module.cpu().eval()
@@ -126,13 +131,7 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
     return RunResult(run_dir, results, module, time.perf_counter() - started, main)
 
 
-def losses_only(module: IICModule) -> dict[str, Any]:
-    """The results of a run without evaluation data: each head's sub-head losses and its reported sub-head."""
-    return {head: {"k": module.num_clusters[head], "reported_subhead": module.reported_subhead(head),
-                   "subhead_losses": [float(v) for v in module.subhead_loss(head)]} for head in module.head_names}
-
-
-def evaluate(module: IICModule, loader: DataLoader, accelerator: str = "auto") -> dict[str, Any]:
+def evaluate(module: TaskModule, loader: DataLoader, accelerator: str = "auto") -> dict[str, Any]:
     """Scores of every head of a trained ``module`` on ``loader`` (one process, float32, no logs)."""
     with lightning_quieted():
         # This machine's accelerator, whatever the model was trained on.
@@ -175,7 +174,7 @@ def trim_metrics_for_resume(run_dir: Path, resumed_passes: int) -> None:
 
 
 # What a run writes in its directory before its first checkpoint (and atomic_write_bytes's temporary files).
-EARLY_RUN_ENTRIES = ("config.yaml", "hparams.yaml", "metrics.csv", "checkpoints", "tensorboard")
+EARLY_RUN_ENTRIES = ("config.yaml", "hparams.yaml", "metrics.csv", "checkpoints", "tensorboard", "labelled.csv")
 WORKER_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads ranks
 
 

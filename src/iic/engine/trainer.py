@@ -225,6 +225,8 @@ def ignore_lightning_chatter() -> None:
     for message in (".*does not have many workers.*", ".*Experiment logs directory.*", ".*treespec.*",
                     ".*Checkpoint directory.*exists and is not empty.*", ".*smaller than the logging interval.*",
                     ".*defined a `validation_step` but have no `val_dataloader`.*",
+                    # A fine-tuning run without a validation part chooses no pass: its last one is the model.
+                    ".*could not find the monitored key.*",
                     # A run directory moved or copied since its last checkpoint: its checkpoints go where it is now.
                     ".*dirpath has changed from.*",
                     # Every value logged at epoch level is the same on all processes (all-reduced joints and tables).
