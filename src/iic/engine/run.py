@@ -100,8 +100,8 @@ def run(job: TaskRun, resume: str | os.PathLike | None = None, progress: bool = 
         job.check_shares(trainer.world_size)
         resumed_passes = check_resumable(module, last, passes) if last is not None else None
         if trainer.is_global_zero:
+            job.write_inputs(run_dir, resumed=resumed_passes is not None)  # checks a resumed run's before rewriting
             start_run(run_dir, config, job.task.name, resumed_passes)
-            job.write_inputs(run_dir, resumed=resumed_passes is not None)
             if on_start is not None:
                 on_start(run_dir)
         evaluation = job.evaluation_loader(trainer)

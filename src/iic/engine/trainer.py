@@ -227,6 +227,8 @@ def ignore_lightning_chatter() -> None:
                     ".*defined a `validation_step` but have no `val_dataloader`.*",
                     # A fine-tuning run without a validation part chooses no pass: its last one is the model.
                     ".*could not find the monitored key.*",
+                    # Fine-tuning's frozen trunk keeps the IIC run's BatchNorm statistics.
+                    ".*module\\(s\\) in eval mode at the start of training.*",
                     # A run directory moved or copied since its last checkpoint: its checkpoints go where it is now.
                     ".*dirpath has changed from.*",
                     # Every value logged at epoch level is the same on all processes (all-reduced joints and tables).

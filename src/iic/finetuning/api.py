@@ -60,17 +60,16 @@ class ClassifierModel:
         else its training images not labelled), or on another dataset's."""
         from iic.clustering.module import evaluation_loader
         from iic.engine.run import evaluate
-        from iic.finetuning.module import load_labelled_data
+        from iic.finetuning.module import scored_images
 
         changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("download", download))
                    if v is not None}
         config = dataclasses.replace(self.config, **changes)
-        data = load_labelled_data(config, self.module.source, self.module.channels)
-        if data.evaluation.num_classes != self.module.num_classes:
+        images, self.module.evaluated_on = scored_images(config, self.module.source, self.module.channels)
+        if images.num_classes != self.module.num_classes:
             raise IICError(f"the model tells {self.module.num_classes} classes apart, and this data has "
-                           f"{data.evaluation.num_classes}")
-        self.module.evaluated_on = data.evaluated_on
-        return evaluate(self.module, evaluation_loader(data.evaluation, config.num_workers), accelerator)
+                           f"{images.num_classes}")
+        return evaluate(self.module, evaluation_loader(images, config.num_workers), accelerator)
 
 
 def default_preset(source: str | os.PathLike | None) -> str:

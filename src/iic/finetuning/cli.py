@@ -23,13 +23,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from iic.finetuning.task import FINETUNING
 
     overrides = overrides_from_args(args, FinetuneConfig)
-    if args.source is not None:
-        if args.resume:
-            raise IICError("give the IIC run to fine-tune, or --resume a fine-tuning run, not both")
-        overrides["source"] = args.source
-    elif not args.resume and not args.config:
+    if args.run is not None:
+        overrides["source"] = args.run
+    if args.resume and "source" in overrides:
+        raise IICError("give the IIC run to fine-tune, or --resume a fine-tuning run, not both")
+    if not (args.resume or args.config or "source" in overrides):
         raise IICError("iic finetune needs an IIC run: iic finetune RUN_OR_CKPT --labels N")
-    preset = args.preset or (None if args.resume or args.config else default_preset(args.source))
+    preset = args.preset or (None if args.resume or args.config else default_preset(overrides["source"]))
     config = run_settings(FINETUNING, preset, args.config, args.resume, overrides)
 
     from iic.finetuning.api import run_finetuning
@@ -57,7 +57,7 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     from iic.finetuning.config import FINETUNE_PRESETS, FinetuneConfig
 
     parser = sub.add_parser("finetune", help="fine-tune an IIC run's trunk into a classifier with few labels")
-    parser.add_argument("source", nargs="?", metavar="RUN_OR_CKPT",
+    parser.add_argument("run", nargs="?", metavar="RUN_OR_CKPT",
                         help="the IIC clustering run (its directory, or a checkpoint) whose trunk is fine-tuned")
     parser.add_argument("--preset", help=f"settings: {', '.join(FINETUNE_PRESETS)} "
                                          f"(default: the IIC run's preset where one has that name, else default)")
@@ -65,5 +65,5 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", metavar="RUN",
                         help="continue a fine-tuning run (its directory, or its checkpoints/last.ckpt)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(parser, FinetuneConfig, skip=("preset", "source"))
+    add_config_arguments(parser, FinetuneConfig)  # --source too, the same as RUN_OR_CKPT
     parser.set_defaults(func=cmd_finetune)

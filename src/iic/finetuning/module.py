@@ -165,21 +165,36 @@ def source_config(config: FinetuneConfig, source: ClusterConfig) -> ClusterConfi
     return dataclasses.replace(source, **changes, download=config.download)
 
 
-def load_labelled_data(config: FinetuneConfig, source: ClusterConfig, channels: int,
-                       source_classes: int = 0) -> LabelledData:
-    """The labelled subset of the training split (drawn by ``labels_seed``, stratified by default), its validation
-    part, and the images scored."""
+def read_splits(config: FinetuneConfig, source: ClusterConfig, channels: int) -> tuple[str, ImageSet, ImageSet | None]:
+    """The dataset's name, and its training and test splits at the IIC run's image size and channels."""
     data_config = source_config(config, source)
     splits = load_splits(data_config)
     train, test = (None if s is None else ImageSet(resize_images(match_channels(s.images, channels),
                                                                  source.image_size), s.labels, s.class_names)
                    for s in (splits.train, splits.test))
+    return data_config.dataset, train, test
+
+
+def scored_images(config: FinetuneConfig, source: ClusterConfig, channels: int) -> tuple[ImageSet, str]:
+    """The images a fine-tuned model is scored on, and what they are: the labelled test split; for data without
+    one, the training images the run's draw left unlabelled."""
+    _, _, test = read_splits(config, source, channels)
+    if test is not None and test.labels is not None:
+        return test, "test split"
+    data = load_labelled_data(config, source, channels)
+    return data.evaluation, data.evaluated_on
+
+
+def load_labelled_data(config: FinetuneConfig, source: ClusterConfig, channels: int,
+                       source_classes: int = 0) -> LabelledData:
+    """The labelled subset of the training split (drawn by ``labels_seed``, stratified by default), its validation
+    part, and the images scored."""
+    dataset, train, test = read_splits(config, source, channels)
     if train.labels is None:
-        raise IICError(f"fine-tuning needs labelled images, and {data_config.dataset}'s training images have no "
-                       f"labels")
+        raise IICError(f"fine-tuning needs labelled images, and {dataset}'s training images have no labels")
     if source_classes and train.num_classes != source_classes:
-        raise IICError(f"{data_config.dataset} has {train.num_classes} classes, and the IIC run's data had "
-                       f"{source_classes}: fine-tune on data of the same classes as the run")
+        raise IICError(f"{dataset} has {train.num_classes} classes, and the IIC run's data had {source_classes}: "
+                       f"fine-tune on data of the same classes as the run")
     labels = train.labels.numpy()
     labelled = labelled_subset(labels, config.labels, config.labels_seed, config.stratified, leave_out=False)
     if test is not None and test.labels is not None:
@@ -187,13 +202,16 @@ def load_labelled_data(config: FinetuneConfig, source: ClusterConfig, channels: 
     else:
         rest = np.setdiff1d(np.arange(len(labels)), labelled)
         if len(rest) == 0:
-            raise IICError(f"all {len(labels)} training images are labelled and {data_config.dataset} has no labelled "
-                           f"test split: nothing is left to score on; give fewer --labels")
+            raise IICError(f"all {len(labels)} training images are labelled and {dataset} has no labelled test "
+                           f"split: nothing is left to score on; give fewer --labels")
         evaluation = ImageSet(train.images[rest], train.labels[rest], train.class_names)
         evaluated_on = "training images not labelled"
     validation_part = np.zeros(len(labelled), dtype=bool)
     if config.validation > 0:
-        held = labelled_subset(labels[labelled], config.validation, config.labels_seed, config.stratified)
+        try:
+            held = labelled_subset(labels[labelled], config.validation, config.labels_seed, config.stratified)
+        except IICError as exc:
+            raise IICError(f"validation {config.validation:g} of the {len(labelled)} labelled images: {exc}") from None
         validation_part[held] = True
 
     def part(mask: np.ndarray) -> ImageSet:
@@ -262,8 +280,9 @@ class FinetuningRun(TaskRun):
 
     def fit_data(self, module: FinetuneModule, trainer: L.Trainer, evaluation: DataLoader | None) -> dict[str, Any]:
         training = TensorDataset(self.data.training.images, self.data.training.labels)
-        per_pass = self.config.epoch_images or len(training)
-        batch_size = min(self.config.batch_size, max(per_pass // trainer.world_size, 1))
+        # Batches of two at least (the head's BatchNorm needs them): one labelled image is drawn twice a step.
+        per_pass = max(self.config.epoch_images or len(training), 2 * trainer.world_size)
+        batch_size = min(self.config.batch_size, per_pass // trainer.world_size)
         sampler = RandomSampler(training, num_samples=per_pass)  # the labelled set in new orders, as often as it takes
         loaders: dict[str, Any] = {"train_dataloaders": DataLoader(training, batch_size=batch_size, sampler=sampler,
                                                                    drop_last=True, num_workers=self.config.num_workers)}

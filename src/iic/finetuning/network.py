@@ -32,6 +32,7 @@ class Classifier(nn.Module):
         self.frozen_trunk = frozen_trunk
         self.trunk.requires_grad_(not frozen_trunk)
         self.to(memory_format=torch.channels_last)  # as the IIC network: faster convolutions on CPUs and GPUs
+        self.train()  # a frozen trunk in evaluation mode from the start: Lightning keeps the modes it finds
 
     def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)
