@@ -24,17 +24,14 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 import iic
 from iic.cli import quiet_libraries
-from iic.clustering.data import load_splits, match_channels
+from iic.clustering.data import load_splits
 from iic.config import read_yaml
-from iic.data.subsets import labelled_subset
 from iic.errors import IICError
 from iic.finetuning.api import default_preset
-from iic.metrics import label_efficient_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {  # name in the table: fine-tuning settings
@@ -49,18 +46,6 @@ def cpu_has_bf16() -> bool:
         return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-
-
-def mapped_accuracy(model, head: str, train, test, chosen: np.ndarray) -> float:
-    """Head ``head``'s clusters named from the labelled training images ``chosen``, scored on the test split."""
-    k = model.module.num_clusters[head]
-    classes = test.num_classes
-    tables = np.zeros((2, k, classes), dtype=np.int64)
-    for table, images, labels in ((tables[0], train.images[chosen], train.labels.numpy()[chosen]),
-                                  (tables[1], test.images, test.labels.numpy())):
-        clusters = model.predict_proba(match_channels(images, model.module.channels), head).argmax(dim=1).numpy()
-        np.add.at(table, (clusters, labels), 1)
-    return label_efficient_accuracy(*tables)
 
 
 def draw(rows: list[dict], columns: list[str], path: Path, title: str) -> None:
@@ -117,10 +102,8 @@ def main() -> int:
     for count in args.labels:
         count = min(count, len(train))
         row: dict = {"labels": count}
-        chosen = labelled_subset(train.labels.numpy(), count, seed=0, leave_out=False)
-        for head in model.module.head_names:
-            k = model.module.num_clusters[head]
-            row[f"IIC+ head {head} (k={k})"] = mapped_accuracy(model, head, train, test, chosen)
+        for head, scores in model.label_efficient(test, count, map_seed=0, fit_on=train).items():
+            row[f"IIC+ head {head} (k={model.module.num_clusters[head]})"] = scores["acc"]
         for method in args.methods:
             name, extra = METHODS[method]
             started = time.perf_counter()

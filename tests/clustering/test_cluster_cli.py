@@ -72,9 +72,26 @@ def test_clusters_named_from_few_labels(trained_run, capsys, tmp_path):
         few = saved[head]["label_efficient"]
         assert few["labels"] == 30 and few["seed"] == 1 and few["scored_on"] == sum(saved[head]["cluster_sizes"]) - 30
         assert few["acc"] > saved[head]["reported"]["acc"] - 0.1  # nearly as good as naming them from every label
-        assert f"head {head}: clusters named from 30 labelled images (seed 1)" in printed
+        assert f"head {head}: clusters named from 30 labelled images evaluated (seed 1)" in printed
     assert main(["evaluate", str(trained_run), "--map-labels", "2"]) == 2  # three classes need three labels
     assert "cannot cover 3 classes" in capsys.readouterr().err
+
+
+def test_clusters_named_from_training_labels_are_scored_on_every_test_image(trained_run, three_digit_npz, capsys,
+                                                                            tmp_path):
+    """The split protocol's IIC+: the mapping fitted on labelled training images, scored on the test split."""
+    out = tmp_path / "eval.yaml"
+    assert main(["evaluate", str(trained_run), "--protocol", "split", "--map-labels", "400", "--map-from", "train",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    saved = yaml.safe_load(out.read_text())
+    test_images = len(np.load(three_digit_npz)["y_test"])
+    for head in ("B", "A"):
+        few = saved[head]["label_efficient"]
+        assert (few["labels"], few["fitted_on"], few["scored_on"]) == (400, "training split", test_images)
+        # Every training label (all 400) names the clusters as well as the test labels do, within a few images.
+        assert abs(few["acc"] - saved[head]["reported"]["acc"]) < 0.05
+        assert f"head {head}: clusters named from 400 labelled images of the training split (seed 0)" in printed
 
 
 def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):

@@ -24,6 +24,7 @@ from iic.clustering.data import (
     ImageSet,
     images_from_array,
     load_cluster_data,
+    load_splits,
     match_channels,
     resize_images,
 )
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 # The module and the engine (Lightning) are imported where they are used: seconds to import, after the checks.
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]
+MAP_FROM = ("evaluated", "train")  # where --map-labels draws its labelled images
 
 
 def model_images(images: ImagesLike, size: int, channels: int) -> torch.Tensor:
@@ -101,42 +103,52 @@ class ClusterModel:
 
     def evaluate(self, dataset: str | None = None, data_path: str | None = None, protocol: str | None = None,
                  download: bool | None = None, accelerator: str = "auto", map_labels: float | None = None,
-                 map_seed: int = 0) -> dict[str, Any]:
+                 map_seed: int = 0, map_from: str = "evaluated") -> dict[str, Any]:
         """Scores of every head and sub-head (ACC, NMI, ARI; losses and cluster sizes without labels) on the data it
         was trained on, or on another dataset (greyscale and RGB are converted to what the model takes).
         Arguments left at None keep the training run's settings.
 
         ``map_labels`` (a count, or a fraction below 1): also name the clusters of each head's reported sub-head
-        from that many labelled images only (drawn by ``map_seed``, stratified by class) and score that mapping on
-        the other images, under ``label_efficient`` (the paper's IIC+ with reduced label coverage)."""
+        from that many labelled images only (drawn by ``map_seed``, stratified by class), under ``label_efficient``
+        (the paper's IIC+ with reduced label coverage): images of the evaluated set, scored on its other images
+        (``map_from="evaluated"``), or images of the training split, scored on every evaluated image (``"train"``;
+        with protocol split, the test split)."""
         from iic.clustering.module import evaluate_images
 
+        if map_from not in MAP_FROM:
+            raise IICError(f"map_from must be {' or '.join(MAP_FROM)}, got {map_from!r}")
         changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
                                      ("download", download)) if v is not None}
         config = dataclasses.replace(self.config, **changes, accelerator=accelerator)
         evaluation = load_cluster_data(config, training=False).evaluation
-        if map_labels is not None and evaluation.labels is None:
+        fit_on = load_splits(config).train if map_labels is not None and map_from == "train" else None
+        if map_labels is not None and (evaluation.labels is None or (fit_on is not None and fit_on.labels is None)):
             raise IICError("--map-labels needs labelled data, and this data has no labels")
         results = evaluate_images(self.module, evaluation, accelerator, config.num_workers)
         if map_labels is not None:
-            for head, scores in self.label_efficient(evaluation, map_labels, map_seed).items():
+            for head, scores in self.label_efficient(evaluation, map_labels, map_seed, fit_on).items():
                 results[head]["label_efficient"] = scores
         return results
 
-    def label_efficient(self, evaluation: ImageSet, map_labels: float, map_seed: int = 0) -> dict[str, dict[str, Any]]:
-        """Per head: the accuracy on the other images of its reported sub-head's cluster → class mapping, fitted on
-        ``map_labels`` labelled images of ``evaluation`` (Hungarian for k ≤ classes, else many-to-one)."""
-        labels = evaluation.labels.numpy()
-        chosen = labelled_subset(labels, map_labels, map_seed)
-        rest = np.setdiff1d(np.arange(len(labels)), chosen)
-        images = match_channels(evaluation.images, self.module.channels)
+    def label_efficient(self, evaluation: ImageSet, map_labels: float, map_seed: int = 0,
+                        fit_on: ImageSet | None = None) -> dict[str, dict[str, Any]]:
+        """Per head: the accuracy of its reported sub-head's cluster → class mapping (Hungarian for k ≤ classes,
+        else many-to-one) fitted on ``map_labels`` labelled images: of ``evaluation``, scored on its other images;
+        or of ``fit_on``, scored on all of ``evaluation``."""
+        source = evaluation if fit_on is None else fit_on
+        chosen = labelled_subset(source.labels.numpy(), map_labels, map_seed, leave_out=fit_on is None)
+        scored = (np.setdiff1d(np.arange(len(evaluation)), chosen) if fit_on is None
+                  else np.arange(len(evaluation)))
+        parts = ((source, chosen), (evaluation, scored))
         results = {}
         for head in self.module.head_names:
-            clusters = self.predict_proba(images, head).argmax(dim=1).numpy()
             tables = np.zeros((2, self.module.num_clusters[head], evaluation.num_classes), dtype=np.int64)
-            for table, part in zip(tables, (chosen, rest)):
-                np.add.at(table, (clusters[part], labels[part]), 1)
-            results[head] = {"labels": len(chosen), "scored_on": len(rest), "seed": map_seed,
+            for table, (images, part) in zip(tables, parts):
+                clusters = self.predict_proba(match_channels(images.images[part], self.module.channels),
+                                              head).argmax(dim=1).numpy()
+                np.add.at(table, (clusters, images.labels.numpy()[part]), 1)
+            results[head] = {"labels": len(chosen), "fitted_on": "training split" if fit_on is not None
+                             else "evaluated images", "scored_on": len(scored), "seed": map_seed,
                              "acc": label_efficient_accuracy(*tables)}
         return results
 

@@ -78,7 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results = evaluate_classifier(model, args, accelerator)
     else:
         results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
-                                 accelerator=accelerator, map_labels=args.map_labels, map_seed=args.map_seed)
+                                 accelerator=accelerator, map_labels=args.map_labels, map_seed=args.map_seed,
+                                 map_from=args.map_from)
         dataset, protocol = args.dataset or model.config.dataset, args.protocol or model.config.protocol
         images = sum(results["B"]["cluster_sizes"])
         print(f"iic evaluate: {model.path} on {dataset} ({images} images, protocol {protocol})")
@@ -86,8 +87,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for head in ("B", "A"):
             if "label_efficient" in results.get(head, {}):
                 r = results[head]["label_efficient"]
-                print(f"head {head}: clusters named from {r['labels']} labelled images (seed {r['seed']}): "
-                      f"ACC {percent(r['acc'])} on the other {r['scored_on']}")
+                where = "of the training split" if r["fitted_on"] == "training split" else "evaluated"
+                print(f"head {head}: clusters named from {r['labels']} labelled images {where} (seed {r['seed']}): "
+                      f"ACC {percent(r['acc'])} on {'the other ' if where == 'evaluated' else ''}{r['scored_on']}")
     if args.out is not None:
         write_yaml(Path(args.out), results)
         print(f"results written to {args.out}")
@@ -171,6 +173,9 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
                     help="also name each head's clusters from N labelled images only (a count, or a fraction below "
                          "1; stratified by class) and score that on the other images")
     ev.add_argument("--map-seed", type=int, default=0, help="seed of the --map-labels draw (default 0)")
+    ev.add_argument("--map-from", choices=["evaluated", "train"], default="evaluated",
+                    help="--map-labels draws from the evaluated images and scores the others (default), or draws from "
+                         "the training split and scores every evaluated image (with --protocol split: the test split)")
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="cluster new images with a trained model (a fine-tuned one: classify them)")
