@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import fit
+from helpers import fit, in_process_error
 from PIL import Image
 
 from iic.cli import main
@@ -357,15 +357,6 @@ def test_bad_output_paths(tmp_path, trained_run):
     assert_one_line_error(run_cli("train", "--out-dir", str(a_file)), "is a file, not a directory")
     assert_one_line_error(run_cli("evaluate", str(trained_run), "--out", str(tmp_path)), "is a directory")
     assert_one_line_error(run_cli("predict", str(trained_run), str(a_file), "--out", str(tmp_path)), "is a directory")
-
-
-def in_process_error(capsys, *argv) -> str:
-    """The one error line of ``iic ARGV`` run in this process (exit code 2, nothing on stdout)."""
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("iic: error:"), captured
-    return lines[0]
 
 
 def test_bad_files_and_layouts(tmp_path, trained_run, capsys):

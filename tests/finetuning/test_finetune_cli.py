@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import in_process_error
 from PIL import Image
 
 import iic
@@ -29,15 +30,6 @@ def quiet_main(*argv) -> tuple[int, str]:
     with contextlib.redirect_stdout(out):
         code = main(list(argv))
     return code, out.getvalue()
-
-
-def in_process_error(capsys, *argv) -> str:
-    """The one error line of ``iic ARGV`` run in this process (exit code 2, nothing on stdout)."""
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("iic: error:"), captured
-    return lines[0]
 
 
 def printed_accuracy(text: str) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import in_process_error
 from torch import nn
 
 from iic.cli import main
@@ -299,15 +300,6 @@ def test_scores_are_summed_up_in_one_line():
 
 
 # --- the command's refusals before any run ---------------------------------------------------------------------
-
-def in_process_error(capsys, *argv) -> str:
-    """The one error line of ``iic ARGV`` run in this process (exit code 2, nothing on stdout)."""
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("iic: error:"), captured
-    return lines[0]
-
 
 @pytest.mark.parametrize("args, message", [
     (["--labels", "10"], "iic finetune needs an IIC run: iic finetune RUN_OR_CKPT --labels N"),
