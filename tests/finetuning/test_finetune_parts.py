@@ -333,3 +333,15 @@ def test_help_explains_every_setting(capsys):
     for flag in ("--labels", "--from-scratch", "--freeze-trunk", "--head-width", "--validation", "--ten-crop",
                  "--resume", "--trunk-lr"):
         assert flag in text, flag
+
+
+def test_a_pass_repeats_the_labelled_set_in_new_orders():
+    from iic.finetuning.module import LabelledPasses
+
+    torch.manual_seed(0)
+    sampler = LabelledPasses(size=7, num_samples=30)
+    first, second = list(sampler), list(sampler)
+    assert len(sampler) == len(first) == 30 and first != second
+    for draw in (first, second):
+        assert sorted(draw[:7]) == list(range(7)) and sorted(draw[7:14]) == list(range(7))  # whole rounds first
+        assert np.bincount(draw, minlength=7).min() >= 4

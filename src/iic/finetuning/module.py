@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from iic.clustering.config import ClusterConfig
 from iic.clustering.data import ImageSet, load_splits, match_channels, resize_images
@@ -22,7 +22,7 @@ from iic.clustering.module import ClusterModule, evaluation_loader
 from iic.config import config_from_dict, config_to_dict
 from iic.data.images import atomic_write_bytes
 from iic.data.subsets import labelled_subset
-from iic.distributed import check_shares
+from iic.distributed import broadcast_buffers, check_shares
 from iic.engine.base import TaskModule
 from iic.engine.checkpoints import load_plain, load_trained, read_checkpoint, resume_paths
 from iic.engine.run import TaskRun
@@ -103,6 +103,9 @@ class FinetuneModule(TaskModule):
         return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
 
     def on_validation_epoch_start(self) -> None:
+        # Under DDP each process's last step updated its own BatchNorm statistics: all evaluate with rank 0's, the
+        # saved model's.
+        broadcast_buffers(self)
         self.confusion.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -259,6 +262,23 @@ def source_trunk(module: ClusterModule) -> dict[str, torch.Tensor]:
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
+class LabelledPasses(Sampler[int]):
+    """A pass's ``num_samples`` indices of a labelled set of ``size``: the set repeated, each round in a new order.
+
+    Not a RandomSampler: under DDP Lightning replaces one of those by a DistributedSampler over the dataset, which
+    would drop ``num_samples``; a sampler of its own kind it wraps, sharing out this one's indices."""
+
+    def __init__(self, size: int, num_samples: int):
+        self.size, self.num_samples = size, num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        rounds = -(-self.num_samples // self.size)
+        return iter(torch.cat([torch.randperm(self.size) for _ in range(rounds)])[:self.num_samples].tolist())
+
+
 class FinetuningRun(TaskRun):
     """A fine-tuning run on data already drawn and checked."""
 
@@ -283,7 +303,7 @@ class FinetuningRun(TaskRun):
         # Batches of two at least (the head's BatchNorm needs them): one labelled image is drawn twice a step.
         per_pass = max(self.config.epoch_images or len(training), 2 * trainer.world_size)
         batch_size = min(self.config.batch_size, per_pass // trainer.world_size)
-        sampler = RandomSampler(training, num_samples=per_pass)  # the labelled set in new orders, as often as it takes
+        sampler = LabelledPasses(len(training), per_pass)
         loaders: dict[str, Any] = {"train_dataloaders": DataLoader(training, batch_size=batch_size, sampler=sampler,
                                                                    drop_last=True, num_workers=self.config.num_workers)}
         if self.data.validation is not None:
