@@ -1,0 +1,202 @@
+"""Pair sources for IIC on vectors and tables. IIC maximises the mutual information between the cluster assignments
+of two samples known to belong together; for images the pair is (x, g(x)) with g a random transformation, and here a
+pair source says what belongs together instead. Three kinds: ``knn`` pairs each sample with one of its k nearest
+neighbours in a feature space (``neighbour_graph``, cached with ``save_graph``/``load_graph``, drawn by
+``KnnPairs``); ``noise`` pairs two independently corrupted copies of the same row (``noise_view`` called twice, for
+tabular data); ``given`` pairs are an M × 2 list of sample indices from the user (``given_pairs``, drawn by
+``GivenPairs``). ``KnnPairs`` and ``GivenPairs`` share ``sample(batch_size, generator)``, so that a training loop draws
+a batch of index pairs the same way from either."""
+
+import hashlib
+import io
+import os
+
+import numpy as np
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+from iic.data.images import atomic_write_bytes
+from iic.data.npz import NPZ_READ_ERRORS
+from iic.errors import IICError
+
+METRICS = ("cosine", "euclidean")
+GRAPH_FORMAT = 1  # part of the fingerprint: a cache written by another layout is rebuilt, not misread
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise IICError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+
+
+def _first_bad_row(bad: np.ndarray) -> int:
+    """The first row of a samples × features mask holding a True."""
+    return int(np.flatnonzero(bad.any(axis=1))[0])
+
+
+def neighbour_graph(features: np.ndarray, k: int, metric: str = "cosine", chunk_size: int = 4096) -> np.ndarray:
+    """Each sample's ``k`` nearest neighbours, itself excluded, nearest first: an int32 array N × k.
+
+    Cosine neighbours are the Euclidean neighbours of the L2-normalised vectors (‖a − b‖² = 2 − 2 cos(a, b)), so that
+    scikit-learn may use a tree or its chunked brute force; the queries go ``chunk_size`` samples at a time, so memory
+    stays linear in N (no N × N matrix)."""
+    _check_metric(metric)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise IICError(f"--knn must be a whole number of neighbours ≥ 1, got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
+    try:
+        vectors = np.asarray(features, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise IICError("the features must be numbers (a samples × features array)") from None
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise IICError(f"the features must be a samples × features array, got shape {vectors.shape}")
+    count = len(vectors)
+    if not np.isfinite(vectors).all():
+        row = _first_bad_row(~np.isfinite(vectors))
+        raise IICError(f"sample {row} holds NaN or infinite features: remove or impute them before clustering")
+    if count < k + 1:
+        raise IICError(f"{count} samples cannot have {k} neighbours each: give --knn at most {count - 1}")
+    if metric == "cosine":
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not norms.all():
+            row = int(np.flatnonzero(norms[:, 0] == 0)[0])
+            raise IICError(f"sample {row} is all zeros: its cosine neighbours are undefined "
+                           "(remove it, or use the euclidean metric)")
+        vectors = vectors / norms
+    index = NearestNeighbors(n_neighbors=k + 1, metric="euclidean").fit(vectors)
+    graph = np.empty((count, k), dtype=np.int32)
+    for start in range(0, count, chunk_size):
+        stop = min(start + chunk_size, count)
+        found = index.kneighbors(vectors[start:stop], return_distance=False)
+        # Drop each sample's own index wherever it sits: an identical sample ties with it at distance 0 and may come
+        # first. Where it is not among the k + 1 (more than k + 1 copies), the farthest is dropped instead.
+        drop = found == np.arange(start, stop)[:, None]
+        drop[~drop.any(axis=1), -1] = True
+        graph[start:stop] = found[~drop].reshape(stop - start, k)
+    return graph
+
+
+def graph_fingerprint(features: np.ndarray, k: int, metric: str) -> str:
+    """What a cached graph was built from: shape, dtype, k, metric and a hash of the feature bytes."""
+    features = np.ascontiguousarray(features)
+    digest = hashlib.blake2b(features.reshape(-1).view(np.uint8), digest_size=16).hexdigest()
+    return (f"format={GRAPH_FORMAT} shape={'x'.join(map(str, features.shape))} dtype={features.dtype.str} k={k} "
+            f"metric={metric} blake2b={digest}")
+
+
+def save_graph(path: str | os.PathLike, graph: np.ndarray, fingerprint: str) -> None:
+    """Cache ``graph`` at ``path`` (an .npz, written whole or not at all) under ``fingerprint``."""
+    buffer = io.BytesIO()
+    np.savez(buffer, graph=np.asarray(graph, dtype=np.int32), fingerprint=np.array(fingerprint))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_graph(path: str | os.PathLike, fingerprint: str) -> np.ndarray | None:
+    """The graph cached at ``path`` if it was saved under ``fingerprint``; None when there is none, it was built from
+    other features or options, or the file is damaged (the caller then rebuilds it). Never unpickles."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            return None
+        with loaded as archive:
+            if str(archive["fingerprint"][()]) != fingerprint:
+                return None
+            graph = archive["graph"]
+    except NPZ_READ_ERRORS:  # missing (OSError) or damaged
+        return None
+    if graph.ndim != 2 or graph.shape[1] < 1 or not np.issubdtype(graph.dtype, np.integer):
+        return None
+    return graph.astype(np.int32, copy=False)
+
+
+class KnnPairs:
+    """Pairs each sample with one of its neighbours in ``graph`` (N × k, from ``neighbour_graph``), drawn uniformly
+    among the k and afresh on every call."""
+
+    def __init__(self, graph: np.ndarray):
+        graph = np.asarray(graph)
+        if graph.ndim != 2 or graph.shape[1] < 1 or not np.issubdtype(graph.dtype, np.integer):
+            raise IICError(f"a neighbour graph is an N × k array of sample indices, got {graph.dtype} {graph.shape}")
+        if graph.size and (graph.min() < 0 or graph.max() >= len(graph)):
+            raise IICError(f"the neighbour graph points outside its {len(graph)} samples: "
+                           "delete its cache to rebuild it")
+        self.graph = torch.from_numpy(graph.astype(np.int64))
+
+    @property
+    def num_samples(self) -> int:
+        return self.graph.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.graph.shape[1]
+
+    def __call__(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One partner (int64) for each of ``indices``, uniform among its k neighbours."""
+        indices = torch.as_tensor(indices, dtype=torch.int64).cpu()
+        columns = torch.randint(self.k, indices.shape, generator=generator)
+        return self.graph[indices, columns]
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` anchors drawn uniformly (with replacement) from all N samples, and a partner for each."""
+        anchors = torch.randint(self.num_samples, (batch_size,), generator=generator)
+        return anchors, self(anchors, generator)
+
+
+def noise_view(x: torch.Tensor, feature_std: torch.Tensor, noise: float, mask: float,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """A corrupted copy of the batch ``x`` (n × D, standardised): Gaussian noise of ``noise`` × each feature's std
+    (``feature_std``, D) added, then each entry set to 0, the features' mean, with probability ``mask``. ``x`` is left
+    as it is; two calls give two independent views."""
+    if not 0 <= noise < np.inf:
+        raise IICError(f"noise must be ≥ 0 (a multiple of each feature's std), got {noise:g}")
+    if not 0 <= mask < 1:
+        raise IICError(f"mask must be a probability in [0, 1) (the chance that an entry is blanked), got {mask:g}")
+    gaussian = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    noisy = x + gaussian * (noise * feature_std.to(x))
+    kept = torch.rand(x.shape, generator=generator, device=x.device) >= mask
+    return noisy * kept
+
+
+def _show(value: np.generic) -> str:
+    """A number as the user wrote it: 7 for an integer, 7.5 or nan for a float."""
+    return f"{value:g}" if isinstance(value, np.floating) else str(value)
+
+
+def given_pairs(pairs: np.ndarray, num_samples: int) -> np.ndarray:
+    """The user's pairs checked: an M × 2 array (M ≥ 1) of whole sample indices in 0..num_samples − 1, as int64."""
+    try:
+        pairs = np.asarray(pairs)
+    except ValueError:  # rows of different lengths
+        raise IICError("pairs must be an M × 2 array of sample indices: rows of two indices each") from None
+    if pairs.size == 0:
+        raise IICError("no pairs given: give at least one pair of sample indices")
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise IICError(f"pairs must be an M × 2 array of sample indices, got shape {pairs.shape}")
+    if not (np.issubdtype(pairs.dtype, np.integer) or np.issubdtype(pairs.dtype, np.floating)):  # bool is neither
+        raise IICError(f"pairs must be whole numbers (sample indices), got {pairs.dtype} values")
+    if np.issubdtype(pairs.dtype, np.floating):
+        fractional = ~np.isfinite(pairs) | (pairs != np.round(pairs))
+        if fractional.any():
+            row = _first_bad_row(fractional)
+            value = _show(pairs[row][fractional[row]][0])
+            raise IICError(f"pair {row} holds {value}: pairs must be whole sample indices")
+    outside = (pairs < 0) | (pairs >= num_samples)
+    if outside.any():
+        row = _first_bad_row(outside)
+        value = _show(pairs[row][outside[row]][0])
+        raise IICError(f"pair {row} holds {value}, outside the sample indices 0..{num_samples - 1} "
+                       "(indices count from 0)")
+    return pairs.astype(np.int64)
+
+
+class GivenPairs:
+    """The user's pairs (checked by ``given_pairs`` against ``num_samples``), drawn as whole rows."""
+
+    def __init__(self, pairs: np.ndarray, num_samples: int):
+        self.pairs = torch.from_numpy(given_pairs(pairs, num_samples))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` pairs drawn uniformly (with replacement) among the M rows, as (left, right) int64 indices."""
+        rows = torch.randint(len(self.pairs), (batch_size,), generator=generator)
+        chosen = self.pairs[rows]
+        return chosen[:, 0], chosen[:, 1]
