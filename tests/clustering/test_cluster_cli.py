@@ -92,6 +92,10 @@ def test_clusters_named_from_training_labels_are_scored_on_every_test_image(trai
         # Every training label (all 400) names the clusters as well as the test labels do, within a few images.
         assert abs(few["acc"] - saved[head]["reported"]["acc"]) < 0.05
         assert f"head {head}: clusters named from 400 labelled images of the training split (seed 0)" in printed
+    # Under the IIC protocol the evaluated images include the labelled training ones: refused.
+    assert in_process_error(capsys, "evaluate", str(trained_run), "--map-labels", "400", "--map-from", "train") == (
+        "iic: error: --map-from train scores the test split, which the labelled training images are not part of: "
+        "give --protocol split")
 
 
 def test_predict_round_trip(trained_run, three_digit_npz, tmp_path):

@@ -150,6 +150,24 @@ def test_a_refused_resume_leaves_the_run_as_it_was(cli_run, tmp_path, capsys):
     assert code == 0
 
 
+def test_resume_that_would_train_other_parameters_is_refused_in_one_line(cli_run, tmp_path, capsys):
+    run_dir = copy_run(cli_run[0], tmp_path)
+    before = {name: (run_dir / name).read_bytes() for name in RUN_FILES}
+    for flag in ("--freeze-trunk", "--from-scratch"):
+        assert in_process_error(capsys, "finetune", "--resume", str(run_dir), flag, "--epochs", "3") == (
+            f"iic: error: {flag} cannot change on --resume: the run trains other parameters")
+    assert {name: (run_dir / name).read_bytes() for name in RUN_FILES} == before
+
+
+def test_a_run_that_ended_on_its_chosen_pass_is_not_resumed(digits_run, tmp_path, capsys):
+    run = iic.finetune(digits_run.run_dir, labels=30, validation=0.2, epochs=2, epoch_images=60, batch_size=20,
+                       head_width=16, out_dir=str(tmp_path), name="chosen", progress=False)
+    assert "chosen_pass" in run.results
+    assert in_process_error(capsys, "finetune", "--resume", str(run.run_dir), "--epochs", "3").endswith(
+        "it ended on the pass its validation part chose, which its last checkpoint holds; start a new run with more "
+        "--epochs")
+
+
 def test_resume_of_a_finished_run_asks_for_more_epochs(cli_run, tmp_path, capsys):
     run_dir = copy_run(cli_run[0], tmp_path)
     last = (run_dir / "checkpoints" / "last.ckpt").read_bytes()

@@ -175,7 +175,7 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--map-seed", type=int, default=0, help="seed of the --map-labels draw (default 0)")
     ev.add_argument("--map-from", choices=["evaluated", "train"], default="evaluated",
                     help="--map-labels draws from the evaluated images and scores the others (default), or draws from "
-                         "the training split and scores every evaluated image (with --protocol split: the test split)")
+                         "the training split and scores the whole test split (with --protocol split)")
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="cluster new images with a trained model (a fine-tuned one: classify them)")

@@ -113,7 +113,7 @@ def run_finetuning(config: FinetuneConfig, resume: str | os.PathLike | None = No
     from iic.finetuning.module import FinetuningRun, load_labelled_data, load_source, resumed_source, source_trunk
 
     if resume is not None:  # the network is in the run's checkpoint: the IIC run may have moved since
-        (source, channels), trunk, source_classes = resumed_source(resume), None, 0
+        (source, channels), trunk, source_classes = resumed_source(resume, config), None, 0
     else:
         module, _ = load_source(config.source)
         source, channels, source_classes = module.config, module.channels, module.num_classes

@@ -63,7 +63,7 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     # A CPU-sized IIC run on CIFAR-10 (minutes, not the paper's hours) leaves its trunk little to preserve: the trunk
     # trains at the head's lr (chosen on held-out training images, BENCHMARKS.md).
     "cifar10": dict(epochs=30, epoch_images=4000, lr_schedule="cosine", trunk_lr=1e-3),
-    "stl10": dict(batch_size=700, epochs=8000, epoch_images=0, head_width=2048, ten_crop=True),
+    "stl10": dict(labels=5000, batch_size=700, epochs=8000, epoch_images=0, head_width=2048, ten_crop=True),
 }
 
 

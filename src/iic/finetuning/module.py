@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from iic.clustering.config import ClusterConfig
 from iic.clustering.data import ImageSet, load_splits, match_channels, resize_images
 from iic.clustering.module import ClusterModule, evaluation_loader
-from iic.config import config_from_dict, config_to_dict
+from iic.config import config_from_dict, config_to_dict, read_yaml
 from iic.data.images import atomic_write_bytes
 from iic.data.subsets import labelled_subset
 from iic.distributed import broadcast_buffers, check_shares
@@ -240,18 +240,31 @@ def load_source(path: str | os.PathLike) -> tuple[ClusterModule, Path]:
     return load_trained(ClusterModule, path)
 
 
-def resumed_source(resume: str | os.PathLike) -> tuple[ClusterConfig, int]:
+FIXED_ON_RESUME = ("from_scratch", "freeze_trunk")  # they change the optimiser's parameter groups
+
+
+def resumed_source(resume: str | os.PathLike, config: FinetuneConfig) -> tuple[ClusterConfig, int]:
     """The IIC run's settings and channels that a fine-tuning run being resumed was built from (its checkpoint
-    holds them, and the network: the IIC run itself may have moved since)."""
-    _, last = resume_paths(resume)
+    holds them, and the network: the IIC run itself may have moved since); one clear error for a run that cannot
+    continue with ``config``."""
+    run_dir, last = resume_paths(resume)
     if not last.is_file():
         raise IICError(f"cannot resume: no checkpoint at {last}")
+    results = run_dir / "results.yaml"
+    if results.is_file() and "chosen_pass" in read_yaml(results):
+        raise IICError(f"cannot resume {run_dir}: it ended on the pass its validation part chose, which its last "
+                       f"checkpoint holds; start a new run with more --epochs")
     saved, _ = read_checkpoint(last, FINETUNING.name)
     try:
         hyper = saved["hyper_parameters"]
-        return config_from_dict(ClusterConfig, hyper["source"]), int(hyper["channels"])
+        source, channels, before = config_from_dict(ClusterConfig, hyper["source"]), int(hyper["channels"]), \
+            hyper["config"]
     except (KeyError, TypeError, ValueError):
         raise IICError(f"cannot resume: {last} is not an iic fine-tuning checkpoint") from None
+    changed = [f"--{key.replace('_', '-')}" for key in FIXED_ON_RESUME if before.get(key) != getattr(config, key)]
+    if changed:
+        raise IICError(f"{', '.join(changed)} cannot change on --resume: the run trains other parameters")
+    return source, channels
 
 
 def source_trunk(module: ClusterModule) -> dict[str, torch.Tensor]:
@@ -296,7 +309,9 @@ class FinetuningRun(TaskRun):
         return module
 
     def check_shares(self, world_size: int) -> None:
-        check_shares(world_size, len(self.data.training), len(self.data.evaluation), at_least=1)
+        # Every process needs a share of each set it evaluates (the collective calls of a validation).
+        validation = len(self.data.validation) if self.data.validation is not None else len(self.data.evaluation)
+        check_shares(world_size, len(self.data.training), min(len(self.data.evaluation), validation), at_least=1)
 
     def fit_data(self, module: FinetuneModule, trainer: L.Trainer, evaluation: DataLoader | None) -> dict[str, Any]:
         training = TensorDataset(self.data.training.images, self.data.training.labels)
