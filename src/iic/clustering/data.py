@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from iic.clustering.config import ClusterConfig
 from iic.data.images import is_image_file, list_image_files, load_image
-from iic.data.npz import open_npz
+from iic.data.npz import npz_splits, open_npz
 from iic.errors import IICError
 
 DEFAULT_ROOT = Path.home() / ".cache" / "iic" / "datasets"
@@ -235,13 +235,7 @@ def npz_arrays(path: Path) -> tuple[ImageSet, ImageSet | None]:
     arrays, keys = read_npz(path)
     if "x_train" not in arrays:
         raise IICError(f"{path} has no 'x_train' array (found: {', '.join(keys) or 'none'})")
-    if "y_test" in arrays and "x_test" not in arrays:
-        raise IICError(f"{path} has y_test but no x_test: give the test images with their labels, or neither")
-    splits = [split for split in ("train", "test") if f"x_{split}" in arrays]
-    labelled = [split for split in splits if f"y_{split}" in arrays]
-    if labelled and labelled != splits:
-        missing = next(split for split in splits if split not in labelled)
-        raise IICError(f"{path} has y_{labelled[0]} but no y_{missing}: give labels for both splits or for neither")
+    splits, labelled = npz_splits(arrays, path, "images")
     images = [images_from_array(arrays[f"x_{split}"], f"{path.name}:x_{split}") for split in splits]
     if labelled:
         raw = [labels_from_array(arrays[f"y_{split}"], len(x), f"{path.name}:y_{split}")

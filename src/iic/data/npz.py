@@ -37,3 +37,17 @@ def open_npz(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
         first_line = (str(exc).splitlines() or [""])[0]
         raise IICError(f"cannot read {path} as .npz arrays: "
                        f"{exc.__class__.__name__}: {brief(first_line)[1:-1]}") from None
+
+
+def npz_splits(arrays: dict, path: Path, what: str) -> tuple[list[str], list[str]]:
+    """The splits ("train", then "test") whose ``x_<split>`` arrays ``arrays`` holds, and those with ``y_<split>``
+    labels; one clear error when test labels come without test ``what`` (images, vectors) or only one split has
+    labels."""
+    if "y_test" in arrays and "x_test" not in arrays:
+        raise IICError(f"{path} has y_test but no x_test: give the test {what} with their labels, or neither")
+    splits = [split for split in ("train", "test") if f"x_{split}" in arrays]
+    labelled = [split for split in splits if f"y_{split}" in arrays]
+    if labelled and labelled != splits:
+        missing = next(split for split in splits if split not in labelled)
+        raise IICError(f"{path} has y_{labelled[0]} but no y_{missing}: give labels for both splits or for neither")
+    return splits, labelled

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iic.data.npz import open_npz
+from iic.data.npz import npz_splits, open_npz
 from iic.errors import IICError, brief
 
 SUFFIXES = (".npy", ".npz", ".csv")
@@ -243,13 +243,7 @@ def read_npz(path: Path) -> tuple[VectorSet, VectorSet | None]:
         arrays = {"x_train": arrays["x"], **({"y_train": arrays["y"]} if "y" in arrays else {})}
     elif "x_train" not in arrays:
         raise IICError(f"{path} has no 'x' or 'x_train' array (found: {', '.join(keys) or 'none'})")
-    if "y_test" in arrays and "x_test" not in arrays:
-        raise IICError(f"{path} has y_test but no x_test: give the test vectors with their labels, or neither")
-    splits = [name for name in ("train", "test") if f"x_{name}" in arrays]
-    labelled = [name for name in splits if f"y_{name}" in arrays]
-    if labelled and labelled != splits:
-        missing = next(name for name in splits if name not in labelled)
-        raise IICError(f"{path} has y_{labelled[0]} but no y_{missing}: give labels for both splits or for neither")
+    splits, labelled = npz_splits(arrays, path, "vectors")
     source = {name: f"{path.name}:{'x' if plain else f'x_{name}'}" for name in splits}
     features = [features_from_array(arrays[f"x_{name}"], source[name]) for name in splits]
     if len(features) > 1 and features[1].shape[1] != features[0].shape[1]:
