@@ -87,7 +87,7 @@ def main() -> int:
     if source.protocol != "split":
         print(f"note: {args.run} was trained on train+test (protocol {source.protocol}): its clusters have seen the "
               f"test images, without their labels")
-    splits = load_splits(source)
+    splits = load_splits(source, unlabelled=False)
     if splits.test is None or splits.test.labels is None or splits.train.labels is None:
         raise IICError(f"{source.dataset} needs labelled train and test splits for this benchmark")
     train, test = splits.train, splits.test

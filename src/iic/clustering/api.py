@@ -124,7 +124,7 @@ class ClusterModel:
         if map_labels is not None and map_from == "train" and config.protocol != "split":
             raise IICError("--map-from train scores the test split, which the labelled training images are not part "
                            "of: give --protocol split")
-        fit_on = load_splits(config).train if map_labels is not None and map_from == "train" else None
+        fit_on = load_splits(config, unlabelled=False).train if map_labels is not None and map_from == "train" else None
         if map_labels is not None and (evaluation.labels is None or (fit_on is not None and fit_on.labels is None)):
             raise IICError("--map-labels needs labelled data, and this data has no labels")
         results = evaluate_images(self.module, evaluation, accelerator, config.num_workers)

@@ -201,16 +201,16 @@ def cifar100_20(config: ClusterConfig) -> tuple[ImageSet, ImageSet]:
     return tuple(out)  # type: ignore[return-value]
 
 
-def stl10(config: ClusterConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
-    """STL-10's train and test splits and its 100k unlabelled images."""
+def stl10(config: ClusterConfig, unlabelled: bool = True) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    """STL-10's train and test splits and (with ``unlabelled``) its 100k unlabelled images."""
     from torchvision.datasets import STL10
 
-    out = []
-    for split in ("train", "test", "unlabeled"):
+    out: list[ImageSet | None] = []
+    for split in ("train", "test", "unlabeled") if unlabelled else ("train", "test"):
         d = _torchvision(STL10, config, split=split)
         labels = None if split == "unlabeled" else torch.from_numpy(d.labels.astype(np.int64))
         out.append(ImageSet(images_from_array(d.data, "STL-10", channels_last=False), labels, list(d.classes)))
-    return tuple(out)  # type: ignore[return-value]
+    return tuple(out + [None] * (3 - len(out)))  # type: ignore[return-value]
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -287,8 +287,9 @@ class Splits:
     channels: int
 
 
-def load_splits(config: ClusterConfig) -> Splits:
-    """The splits of ``config.dataset``, at its image size and channels."""
+def load_splits(config: ClusterConfig, unlabelled: bool = True) -> Splits:
+    """The splits of ``config.dataset``, at its image size and channels; without ``unlabelled``, not the images only
+    head A trains on (STL-10's 100k, which labelled uses of the splits would read and discard)."""
     if config.data_path:  # "~/data" from Python; a shell expands it on the command line
         config = dataclasses.replace(config, data_path=os.path.expanduser(config.data_path))
     extra_a: ImageSet | None = None
@@ -310,7 +311,7 @@ def load_splits(config: ClusterConfig) -> Splits:
         train, test = cifar100_20(config)
         channels = 3
     elif name == "stl10":
-        train, test, extra_a = stl10(config)
+        train, test, extra_a = stl10(config, unlabelled)
         channels = 3
     elif name == "npz":
         if not config.data_path:

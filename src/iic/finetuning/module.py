@@ -171,7 +171,7 @@ def source_config(config: FinetuneConfig, source: ClusterConfig) -> ClusterConfi
 def read_splits(config: FinetuneConfig, source: ClusterConfig, channels: int) -> tuple[str, ImageSet, ImageSet | None]:
     """The dataset's name, and its training and test splits at the IIC run's image size and channels."""
     data_config = source_config(config, source)
-    splits = load_splits(data_config)
+    splits = load_splits(data_config, unlabelled=False)
     train, test = (None if s is None else ImageSet(resize_images(match_channels(s.images, channels),
                                                                  source.image_size), s.labels, s.class_names)
                    for s in (splits.train, splits.test))
@@ -181,18 +181,19 @@ def read_splits(config: FinetuneConfig, source: ClusterConfig, channels: int) ->
 def scored_images(config: FinetuneConfig, source: ClusterConfig, channels: int) -> tuple[ImageSet, str]:
     """The images a fine-tuned model is scored on, and what they are: the labelled test split; for data without
     one, the training images the run's draw left unlabelled."""
-    _, _, test = read_splits(config, source, channels)
+    splits = read_splits(config, source, channels)
+    test = splits[2]
     if test is not None and test.labels is not None:
         return test, "test split"
-    data = load_labelled_data(config, source, channels)
+    data = load_labelled_data(config, source, channels, splits=splits)
     return data.evaluation, data.evaluated_on
 
 
-def load_labelled_data(config: FinetuneConfig, source: ClusterConfig, channels: int,
-                       source_classes: int = 0) -> LabelledData:
+def load_labelled_data(config: FinetuneConfig, source: ClusterConfig, channels: int, source_classes: int = 0,
+                       splits: tuple[str, ImageSet, ImageSet | None] | None = None) -> LabelledData:
     """The labelled subset of the training split (drawn by ``labels_seed``, stratified by default), its validation
-    part, and the images scored."""
-    dataset, train, test = read_splits(config, source, channels)
+    part, and the images scored (``splits``: what ``read_splits`` gave, if it was read already)."""
+    dataset, train, test = splits or read_splits(config, source, channels)
     if train.labels is None:
         raise IICError(f"fine-tuning needs labelled images, and {dataset}'s training images have no labels")
     if source_classes and train.num_classes != source_classes:
