@@ -190,6 +190,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, preset_help: str, resume_help: str) -> None:
+    """A training command's --preset, --config, --resume and --no-progress."""
+    parser.add_argument("--preset", help=preset_help)
+    parser.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
+    parser.add_argument("--resume", metavar="RUN", help=resume_help)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
 

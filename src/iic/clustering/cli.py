@@ -146,15 +146,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
-    from iic.config import add_config_arguments
+    from iic.config import add_config_arguments, add_run_arguments
 
     train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
-    train.add_argument("--preset", help=f"paper settings: {', '.join(CLUSTER_PRESETS)} "
-                                        f"(default: the --config file's preset, else digits)")
-    train.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
-    train.add_argument("--resume", metavar="RUN",
-                       help="continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(train, f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, "
+                             f"else digits)",
+                      "continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
     add_config_arguments(train, ClusterConfig)
     train.set_defaults(func=cmd_train)
 

@@ -53,17 +53,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
-    from iic.config import add_config_arguments
+    from iic.config import add_config_arguments, add_run_arguments
     from iic.finetuning.config import FINETUNE_PRESETS, FinetuneConfig
 
     parser = sub.add_parser("finetune", help="fine-tune an IIC run's trunk into a classifier with few labels")
     parser.add_argument("run", nargs="?", metavar="RUN_OR_CKPT",
                         help="the IIC clustering run (its directory, or a checkpoint) whose trunk is fine-tuned")
-    parser.add_argument("--preset", help=f"settings: {', '.join(FINETUNE_PRESETS)} "
-                                         f"(default: the IIC run's preset where one has that name, else default)")
-    parser.add_argument("--config", help="YAML file of config values (applied after the preset, before flags)")
-    parser.add_argument("--resume", metavar="RUN",
-                        help="continue a fine-tuning run (its directory, or its checkpoints/last.ckpt)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(parser, f"settings: {', '.join(FINETUNE_PRESETS)} (default: the IIC run's preset where one "
+                              f"has that name, else default)",
+                      "continue a fine-tuning run (its directory, or its checkpoints/last.ckpt)")
     add_config_arguments(parser, FinetuneConfig)  # --source too, the same as RUN_OR_CKPT
     parser.set_defaults(func=cmd_finetune)
