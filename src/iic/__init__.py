@@ -1,7 +1,8 @@
 """Invariant Information Clustering (Ji, Henriques, Vedaldi, ICCV 2019).
 
-Clustering: ``iic.train``, ``iic.load`` (iic.clustering); fine-tuning with few labels: ``iic.finetune``
-(iic.finetuning); segmentation: ``iic.segmentation.train``, ``.load``; the
+Clustering: ``iic.train``, ``iic.load`` (iic.clustering); vectors, tables and frozen image features:
+``iic.vectors.train``; fine-tuning with few labels: ``iic.finetune`` (iic.finetuning); segmentation:
+``iic.segmentation.train``, ``.load``; the
 losses alone: ``iic.iic_loss``, ``iic.dense_iic_loss``. Names are imported when first used: ``import iic`` (and the
 ``iic`` command) reads no torch until something needs it, so that a bad setting or file is reported in a moment and
 in little memory."""
@@ -13,6 +14,7 @@ _EXPORTS = {
     "finetune": "iic.finetuning.api", "ClassifierModel": "iic.finetuning.api",
     "FinetuneConfig": "iic.finetuning.config",
     "train": "iic.clustering.api", "ClusterConfig": "iic.clustering.config", "SegmentConfig": "iic.segmentation.config",
+    "VectorConfig": "iic.vectors.config", "VectorModel": "iic.vectors.api",
     "IICError": "iic.errors",
     "DenseIICLoss": "iic.losses", "IICLoss": "iic.losses", "dense_iic_loss": "iic.losses", "iic_loss": "iic.losses",
 }
@@ -20,7 +22,7 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
-SUBPACKAGES = ("clustering", "segmentation", "finetuning", "engine", "losses", "data")
+SUBPACKAGES = ("clustering", "segmentation", "finetuning", "vectors", "engine", "losses", "data")
 
 
 def __getattr__(name: str):

@@ -1,5 +1,5 @@
-"""The ``iic`` command: each task's commands (clustering: train, evaluate, predict; fine-tuning: finetune;
-``iic segment …``), with one clear line for bad input."""
+"""The ``iic`` command: each task's commands (clustering: train, evaluate, predict; vectors: ``iic train --dataset
+vectors …``; fine-tuning: finetune; ``iic segment …``), with one clear line for bad input."""
 
 import argparse
 import sys
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from iic.segmentation.cli import add_segment_parser
 
     parser = argparse.ArgumentParser(prog="iic", description="Invariant Information Clustering: cluster and segment "
-                                                             "images without labels.")
+                                                             "images, and cluster vectors, without labels.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_clustering_commands(sub)
     add_finetune_parser(sub)
@@ -39,9 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     import iic.clustering.task  # noqa: F401  (each task declared: messages about a run name its task's commands)
     import iic.finetuning.task  # noqa: F401
     import iic.segmentation.task  # noqa: F401
+    import iic.vectors.task  # noqa: F401
+    from iic.vectors.cli import build_train_parser, wants_vectors
 
-    parser = build_parser()
-    args = parser.parse_args(argv or ["train"])
+    argv = argv or ["train"]
+    if argv[0] == "train" and wants_vectors(argv[1:]):  # `iic train` of vectors has its own settings
+        parser = build_train_parser()
+        args = parser.parse_args(argv[1:])
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
     quiet_libraries()
     if not getattr(args, "func", None):
         parser.print_help()

@@ -118,19 +118,25 @@ def engine_checks(config: Any) -> list[tuple[bool, str]]:
     ]
 
 
-def shared_checks(config: Any) -> list[tuple[bool, str]]:
-    """(condition, message) for the settings that the IIC tasks (clustering and segmentation) share."""
+def iic_checks(config: Any) -> list[tuple[bool, str]]:
+    """(condition, message) for the settings that every IIC task (images, vectors) shares: heads and network."""
     return engine_checks(config) + [
         (all(0 < lamb < math.inf for lamb in (config.lamb_a, config.lamb_b)),
          "lamb_a and lamb_b must be positive and finite"),
-        (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
-         f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, "
-         f"got {list(config.jitter)}"),
         (config.head_b_passes >= 1, f"head_b_passes must be at least 1, got {config.head_b_passes}"),
         (config.k_a == 0 or config.head_a_passes >= 1,
          f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), "
          f"got {config.head_a_passes}"),
         (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
+    ]
+
+
+def shared_checks(config: Any) -> list[tuple[bool, str]]:
+    """(condition, message) for the settings that the IIC image tasks (clustering and segmentation) share."""
+    return iic_checks(config) + [
+        (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
+         f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, "
+         f"got {list(config.jitter)}"),
     ]
 
 

@@ -4,8 +4,9 @@ pair source says what belongs together instead. Three kinds: ``knn`` pairs each 
 neighbours in a feature space (``neighbour_graph``, cached with ``save_graph``/``load_graph``, drawn by
 ``KnnPairs``); ``noise`` pairs two independently corrupted copies of the same row (``noise_view`` called twice, for
 tabular data); ``given`` pairs are an M × 2 list of sample indices from the user (``given_pairs``, drawn by
-``GivenPairs``). ``KnnPairs`` and ``GivenPairs`` share ``sample(batch_size, generator)``, so that a training loop draws
-a batch of index pairs the same way from either."""
+``GivenPairs``), or a second array aligned with the samples. ``PairBatches`` turns any of them into the batches of
+pairs (x, x′) a training step takes (the vector task's); combined, ``knn+noise`` corrupts a sample and its
+neighbour."""
 
 import hashlib
 import io
@@ -143,10 +144,10 @@ class KnnPairs:
 
 
 def noise_view(x: torch.Tensor, feature_std: torch.Tensor, noise: float, mask: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """A corrupted copy of the batch ``x`` (n × D, standardised): Gaussian noise of ``noise`` × each feature's std
-    (``feature_std``, D) added, then each entry set to 0, the features' mean, with probability ``mask``. ``x`` is left
-    as it is; two calls give two independent views."""
+               generator: torch.Generator | None = None, feature_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """A corrupted copy of the batch ``x`` (n × D): Gaussian noise of ``noise`` × each feature's std (``feature_std``,
+    D) added, then each entry set to the feature's mean (``feature_mean``; default 0, the mean of standardised
+    features) with probability ``mask``. ``x`` is left as it is; two calls give two independent views."""
     if not 0 <= noise < np.inf:
         raise IICError(f"noise must be ≥ 0 (a multiple of each feature's std), got {noise:g}")
     if not 0 <= mask < 1:
@@ -154,7 +155,9 @@ def noise_view(x: torch.Tensor, feature_std: torch.Tensor, noise: float, mask: f
     gaussian = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     noisy = x + gaussian * (noise * feature_std.to(x))
     kept = torch.rand(x.shape, generator=generator, device=x.device) >= mask
-    return noisy * kept
+    if feature_mean is None:
+        return noisy * kept
+    return torch.where(kept, noisy, feature_mean.to(x).expand_as(x))
 
 
 def _show(value: np.generic) -> str:
@@ -200,3 +203,55 @@ class GivenPairs:
         rows = torch.randint(len(self.pairs), (batch_size,), generator=generator)
         chosen = self.pairs[rows]
         return chosen[:, 0], chosen[:, 1]
+
+
+class PairBatches:
+    """Batches of pairs (x, x′) for a training step, as IIC on vectors trains on them: the loader draws rows (samples,
+    or the user's pairs), and this gives each row's two sides, on the features' device.
+
+    ``kind``: ``knn``, a sample and one of its neighbours in ``graph``; ``noise``, two corrupted copies of a sample;
+    ``knn+noise``, a sample and a neighbour, both corrupted; ``given``, the user's ``given`` index pairs (M × 2), or
+    each sample and its row of ``partner`` (an array aligned with the samples)."""
+
+    def __init__(self, features: torch.Tensor, kind: str, graph: np.ndarray | None = None,
+                 given: np.ndarray | None = None, partner: torch.Tensor | None = None, noise: float = 0.0,
+                 mask: float = 0.0):
+        if kind in ("knn", "knn+noise") and graph is None:
+            raise ValueError(f"pairs {kind!r} need a neighbour graph")
+        if kind == "given" and (given is None) == (partner is None):
+            raise ValueError("pairs 'given' need index pairs or a partner array, one of them")
+        self.features, self.kind, self.noise, self.mask = features, kind, noise, mask
+        self.knn = KnnPairs(graph) if kind in ("knn", "knn+noise") else None
+        self.given = None if given is None else torch.from_numpy(given_pairs(given, len(features)))
+        self.partner = partner
+        self.feature_mean, self.feature_std = features.mean(dim=0), features.std(dim=0)
+
+    @property
+    def rows(self) -> int:
+        """What a pass goes over: the samples, or the given pairs."""
+        return len(self.given) if self.given is not None else len(self.features)
+
+    def to(self, device: torch.device) -> "PairBatches":
+        for name in ("features", "partner", "feature_mean", "feature_std"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+        return self
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        return noise_view(x, self.feature_std, self.noise, self.mask, feature_mean=self.feature_mean)
+
+    def __call__(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = rows.cpu()
+        if self.given is not None:
+            left, right = self.given[rows, 0], self.given[rows, 1]
+            return self.features[left.to(self.features.device)], self.features[right.to(self.features.device)]
+        x = self.features[rows.to(self.features.device)]
+        if self.kind == "given":
+            return x, self.partner[rows.to(self.partner.device)]
+        if self.kind == "noise":
+            return self.corrupt(x), self.corrupt(x)
+        neighbours = self.features[self.knn(rows).to(self.features.device)]
+        if self.kind == "knn+noise":
+            return self.corrupt(x), self.corrupt(neighbours)
+        return x, neighbours

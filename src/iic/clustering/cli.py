@@ -68,6 +68,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from iic.engine.run import write_yaml
     from iic.finetuning.api import ClassifierModel
     from iic.loading import load
+    from iic.vectors.api import VectorModel
+    from iic.vectors.cli import evaluate_vectors
 
     model = load(args.run)
     if args.out is not None:
@@ -76,6 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     accelerator = "cpu" if args.cpu else "auto"
     if isinstance(model, ClassifierModel):
         results = evaluate_classifier(model, args, accelerator)
+    elif isinstance(model, VectorModel):
+        results = evaluate_vectors(model, args, accelerator)
     else:
         results = model.evaluate(args.dataset, args.data_path, args.protocol, args.download or None,
                                  accelerator=accelerator, map_labels=args.map_labels, map_seed=args.map_seed,
@@ -123,9 +127,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from iic.errors import IICError
     from iic.finetuning.api import ClassifierModel
     from iic.loading import load
+    from iic.vectors.api import VectorModel
+    from iic.vectors.cli import predict_vectors
 
     model = load(args.checkpoint)
     check_writable(args.out)
+    if isinstance(model, VectorModel):
+        return predict_vectors(model, args)
     files = expand_image_paths(args.images, recursive=True)  # a folder with class sub-folders works too
     if isinstance(model, ClassifierModel):
         if args.head != "B":
@@ -148,7 +156,10 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
     from iic.config import add_config_arguments, add_run_arguments
 
-    train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)")
+    train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)",
+                           epilog="Vectors, tables and frozen image features: iic train --dataset vectors|features|"
+                                  "wine|breast-cancer, or --preset digits-vectors, mnist-vectors, cifar10-features "
+                                  "(add --help then for their settings).")
     add_run_arguments(train, f"paper settings: {', '.join(CLUSTER_PRESETS)} (default: the --config file's preset, "
                              f"else digits)",
                       "continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
@@ -175,10 +186,11 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
                          "the training split and scores the whole test split (with --protocol split)")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="cluster new images with a trained model (a fine-tuned one: classify them)")
+    pr = sub.add_parser("predict", help="cluster new images or vectors with a trained model (a fine-tuned one: "
+                                        "classify them)")
     pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
-    pr.add_argument("images", nargs="+", metavar="IMAGES_OR_DIR",
-                    help="image files and/or folders (with their sub-folders)")
+    pr.add_argument("images", nargs="+", metavar="INPUTS",
+                    help="image files and/or folders (with their sub-folders); for a vector run, .npy/.npz/.csv files")
     pr.add_argument("--out", default="clusters.csv",
                     help="CSV of path, cluster (a fine-tuned run: class), probability (default: clusters.csv)")
     pr.add_argument("--head", default="B", choices=["A", "B"],

@@ -64,14 +64,7 @@ class ClusterModule(IICModule):
         return {head: p.argmax(dim=2) for head, p in probs.items()}, labels
 
     def score_head(self, head: str, tables: np.ndarray, reported: int) -> dict[str, Any]:
-        scores = [cluster_scores(t) for t in tables]
-        best = int(np.argmax([s.acc for s in scores]))
-        for metric, value in scores[reported].as_dict().items():
-            self.log(f"val/{metric}_{head}", value, rank_zero_only=True)
-        self.log(f"val/best_label_acc_{head}", scores[best].acc, rank_zero_only=True)
-        return dict(mapping="hungarian" if tables.shape[1] <= tables.shape[2] else "many-to-one",
-                    subheads=[s.as_dict() for s in scores], reported=scores[reported].as_dict(),
-                    best_by_labels_subhead=best, best_by_labels=scores[best].as_dict())
+        return score_clusters(self, head, tables, reported)
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
@@ -107,6 +100,19 @@ class ClusterModule(IICModule):
             x = self.views.eval_view(images[start:start + batch_size].to(device))
             chunks.append(self.net.subhead(x, head, subhead).cpu())
         return torch.cat(chunks)
+
+
+def score_clusters(module: IICModule, head: str, tables: np.ndarray, reported: int) -> dict[str, Any]:
+    """A clustering head's scores (ACC, NMI, ARI per sub-head; Hungarian, or many-to-one for k > classes), logged for
+    its reported sub-head: for every task that clusters whole samples (images, vectors)."""
+    scores = [cluster_scores(t) for t in tables]
+    best = int(np.argmax([s.acc for s in scores]))
+    for metric, value in scores[reported].as_dict().items():
+        module.log(f"val/{metric}_{head}", value, rank_zero_only=True)
+    module.log(f"val/best_label_acc_{head}", scores[best].acc, rank_zero_only=True)
+    return dict(mapping="hungarian" if tables.shape[1] <= tables.shape[2] else "many-to-one",
+                subheads=[s.as_dict() for s in scores], reported=scores[reported].as_dict(),
+                best_by_labels_subhead=best, best_by_labels=scores[best].as_dict())
 
 
 class ClusterDataModule(L.LightningDataModule):

@@ -174,7 +174,8 @@ def trim_metrics_for_resume(run_dir: Path, resumed_passes: int) -> None:
 
 
 # What a run writes in its directory before its first checkpoint (and atomic_write_bytes's temporary files).
-EARLY_RUN_ENTRIES = ("config.yaml", "hparams.yaml", "metrics.csv", "checkpoints", "tensorboard", "labelled.csv")
+EARLY_RUN_ENTRIES = ("config.yaml", "hparams.yaml", "metrics.csv", "checkpoints", "tensorboard", "labelled.csv",
+                     "neighbours.npz")
 WORKER_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads ranks
 
 
