@@ -23,6 +23,7 @@ from iic.clustering.config import CLUSTER_PRESETS, PAPER_ACCURACY, ClusterConfig
 from iic.config import field_comments  # noqa: E402
 from iic.finetuning.config import FINETUNE_PRESETS, FinetuneConfig  # noqa: E402
 from iic.segmentation.config import DATA_ENV, PAPER_PIXEL_ACCURACY, PRESET_FILES, SEGMENT_PRESETS, SegmentConfig  # noqa: E402
+from iic.vectors.config import VECTOR_PRESETS, VectorConfig  # noqa: E402
 
 # How a task picks its preset when none is given, where the config class's default is not the whole story.
 DEFAULT_PRESET_NOTES = {FinetuneConfig: ", unless the IIC run's preset has a fine-tuning preset of its name"}
@@ -33,6 +34,8 @@ MISSING_COMMENTS = {"preset": "the preset whose values the other defaults come f
 TASKS = (
     ("Clustering", "iic train", ClusterConfig, CLUSTER_PRESETS, ("Paper accuracy (Table 1)", PAPER_ACCURACY)),
     ("Fine-tuning", "iic finetune", FinetuneConfig, FINETUNE_PRESETS, ("", {})),
+    ("Vectors, tables and frozen image features", "iic train --dataset vectors", VectorConfig, VECTOR_PRESETS,
+     ("", {})),
     ("Segmentation", "iic segment train", SegmentConfig, SEGMENT_PRESETS,
      ("Paper pixel accuracy (Table 4)", PAPER_PIXEL_ACCURACY)),
 )

@@ -113,6 +113,34 @@ def test_impossible_graphs_are_one_clear_error(features, k, metric, message):
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_the_approximate_index_finds_most_true_neighbours_of_clustered_data(metric):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 24)) * 4
+    labels = rng.integers(20, size=8000)
+    features = (centres[labels] + rng.standard_normal((8000, 24))).astype(np.float32)
+    exact = neighbour_graph(features, k=10, metric=metric)
+    approximate = neighbour_graph(features, k=10, metric=metric, index="ivf", chunk_size=1000)
+    assert approximate.shape == exact.shape and approximate.dtype == np.int32
+    assert not (approximate == np.arange(len(features))[:, None]).any()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate, exact)])
+    assert recall > 0.9, recall
+    assert np.mean(labels[approximate] == labels[:, None]) > 0.99  # neighbours within their cluster
+
+
+def test_the_approximate_index_fills_neighbours_it_cannot_find_by_exact_search():
+    pytest.importorskip("faiss")
+    features = np.random.default_rng(1).standard_normal((60, 3)).astype(np.float32)  # one cell: faiss finds all
+    graph = neighbour_graph(features, k=59, metric="euclidean", index="ivf")
+    assert sorted(graph[0].tolist()) == list(range(1, 60))
+
+
+def test_an_unknown_index_is_one_clear_error():
+    with pytest.raises(IICError, match="unknown neighbour index 'annoy': use one of exact, ivf"):
+        neighbour_graph(np.ones((5, 2)), k=1, index="annoy")
+
+
 def test_an_all_zero_sample_has_euclidean_neighbours():
     assert neighbour_graph(np.array([[1.0, 2], [0, 0], [3, 4]]), k=1, metric="euclidean").tolist() == [[1], [0], [0]]
 

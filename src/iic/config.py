@@ -119,7 +119,7 @@ def engine_checks(config: Any) -> list[tuple[bool, str]]:
 
 
 def iic_checks(config: Any) -> list[tuple[bool, str]]:
-    """(condition, message) for the settings that every IIC task (images, vectors) shares: heads and network."""
+    """(condition, message) for the settings that every IIC task (images, vectors) shares: the heads."""
     return engine_checks(config) + [
         (all(0 < lamb < math.inf for lamb in (config.lamb_a, config.lamb_b)),
          "lamb_a and lamb_b must be positive and finite"),
@@ -127,13 +127,13 @@ def iic_checks(config: Any) -> list[tuple[bool, str]]:
         (config.k_a == 0 or config.head_a_passes >= 1,
          f"head_a_passes must be at least 1 while head A is on (k_a {config.k_a}; k_a 0 turns it off), "
          f"got {config.head_a_passes}"),
-        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
     ]
 
 
 def shared_checks(config: Any) -> list[tuple[bool, str]]:
     """(condition, message) for the settings that the IIC image tasks (clustering and segmentation) share."""
     return iic_checks(config) + [
+        (len(config.widths) >= 1 and min(config.widths) >= 1, f"widths must be positive, got {list(config.widths)}"),
         (all(0 <= j < math.inf for j in config.jitter) and config.jitter[3] <= 0.5,
          f"jitter (brightness, contrast, saturation, hue) must be non-negative, hue at most 0.5, "
          f"got {list(config.jitter)}"),

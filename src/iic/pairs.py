@@ -34,19 +34,27 @@ def _first_bad_row(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad.any(axis=1))[0])
 
 
-def neighbour_graph(features: np.ndarray, k: int, metric: str = "cosine", chunk_size: int = 4096) -> np.ndarray:
+INDEXES = ("exact", "ivf")  # how neighbour_graph searches
+
+
+def neighbour_graph(features: np.ndarray, k: int, metric: str = "cosine", chunk_size: int = 4096,
+                    index: str = "exact") -> np.ndarray:
     """Each sample's ``k`` nearest neighbours, itself excluded, nearest first: an int32 array N × k.
 
-    Cosine neighbours are the Euclidean neighbours of the L2-normalised vectors (‖a − b‖² = 2 − 2 cos(a, b)), so that
-    scikit-learn may use a tree or its chunked brute force; the queries go ``chunk_size`` samples at a time, so memory
-    stays linear in N (no N × N matrix)."""
+    Cosine neighbours are the Euclidean neighbours of the L2-normalised vectors (‖a − b‖² = 2 − 2 cos(a, b)). The
+    queries go ``chunk_size`` samples at a time, so memory stays linear in N (no N × N matrix). ``index``: ``exact``,
+    scikit-learn's search (a tree or brute force: time grows as N² in high dimensions); ``ivf``, faiss's inverted-file
+    index (``pip install faiss-cpu``): approximate, each query compared with the samples of a few of √N cells, for
+    millions of samples."""
     _check_metric(metric)
+    if index not in INDEXES:
+        raise IICError(f"unknown neighbour index {index!r}: use one of {', '.join(INDEXES)}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise IICError(f"--knn must be a whole number of neighbours ≥ 1, got {k}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
     try:
-        vectors = np.asarray(features, dtype=np.float64)
+        vectors = np.asarray(features, dtype=np.float32 if index == "ivf" else np.float64)
     except (TypeError, ValueError):
         raise IICError("the features must be numbers (a samples × features array)") from None
     if vectors.ndim != 2 or vectors.shape[1] == 0:
@@ -64,11 +72,11 @@ def neighbour_graph(features: np.ndarray, k: int, metric: str = "cosine", chunk_
             raise IICError(f"sample {row} is all zeros: its cosine neighbours are undefined "
                            "(remove it, or use the euclidean metric)")
         vectors = vectors / norms
-    index = NearestNeighbors(n_neighbors=k + 1, metric="euclidean").fit(vectors)
+    search = ivf_search(vectors, k + 1) if index == "ivf" else exact_search(vectors, k + 1)
     graph = np.empty((count, k), dtype=np.int32)
     for start in range(0, count, chunk_size):
         stop = min(start + chunk_size, count)
-        found = index.kneighbors(vectors[start:stop], return_distance=False)
+        found = search(vectors[start:stop])
         # Drop each sample's own index wherever it sits: an identical sample ties with it at distance 0 and may come
         # first. Where it is not among the k + 1 (more than k + 1 copies), the farthest is dropped instead.
         drop = found == np.arange(start, stop)[:, None]
@@ -77,8 +85,45 @@ def neighbour_graph(features: np.ndarray, k: int, metric: str = "cosine", chunk_
     return graph
 
 
+def exact_search(vectors: np.ndarray, k: int):
+    """A function giving the indices of the ``k`` nearest of ``vectors`` to each query (scikit-learn)."""
+    index = NearestNeighbors(n_neighbors=k, metric="euclidean").fit(vectors)
+    return lambda queries: index.kneighbors(queries, return_distance=False)
+
+
+def ivf_search(vectors: np.ndarray, k: int, probes: int = 16):
+    """The same by faiss's IndexIVFFlat: 4√N cells from k-means on a sample, each query searching ``probes`` of
+    them. Faiss marks a neighbour it could not find with −1 (a query whose cells hold too few samples): those are
+    filled in by exact search."""
+    try:
+        import faiss
+    except ImportError:
+        raise IICError("--knn-index ivf needs faiss: pip install faiss-cpu (or --knn-index exact)") from None
+    count, dims = vectors.shape
+    cells = max(1, min(int(4 * np.sqrt(count)), count // 39))  # faiss wants ≥ 39 training points per cell
+    quantiser = faiss.IndexFlatL2(dims)
+    index = faiss.IndexIVFFlat(quantiser, dims, cells)
+    sample = np.random.default_rng(0).permutation(count)[:min(count, 64 * cells)]
+    index.train(np.ascontiguousarray(vectors[sample]))
+    index.add(np.ascontiguousarray(vectors))
+    index.nprobe = min(probes, cells)
+    fallback = None
+
+    def search(queries: np.ndarray) -> np.ndarray:
+        nonlocal fallback
+        _, found = index.search(np.ascontiguousarray(queries), k)
+        missing = (found < 0).any(axis=1)
+        if missing.any():
+            fallback = fallback or exact_search(vectors, k)
+            found[missing] = fallback(queries[missing])
+        return found
+
+    return search
+
+
 def graph_fingerprint(features: np.ndarray, k: int, metric: str) -> str:
-    """What a cached graph was built from: shape, dtype, k, metric and a hash of the feature bytes."""
+    """What a cached graph was built from: shape, dtype, k, metric and a hash of the feature bytes (the caller adds
+    what else it depends on)."""
     features = np.ascontiguousarray(features)
     digest = hashlib.blake2b(features.reshape(-1).view(np.uint8), digest_size=16).hexdigest()
     return (f"format={GRAPH_FORMAT} shape={'x'.join(map(str, features.shape))} dtype={features.dtype.str} k={k} "

@@ -24,7 +24,7 @@ from iic.engine.checkpoints import load_trained
 from iic.engine.module import IICModule
 from iic.engine.run import TaskRun
 from iic.errors import IICError
-from iic.losses import iic_loss
+from iic.losses import iic_losses
 from iic.pairs import PairBatches, graph_fingerprint, load_graph, neighbour_graph, save_graph
 from iic.vectors.config import VectorConfig
 from iic.vectors.data import VectorData
@@ -82,9 +82,7 @@ class VectorModule(IICModule):
         (rows,) = batch
         x, x2 = self.pairs(rows)
         p, p2 = self.net.forward_pair(x, x2, head)
-        lamb = self.config.lamb_a if head == "A" else self.config.lamb_b
-        pairs = [iic_loss(p[s], p2[s], lamb) for s in range(p.shape[0])]
-        return torch.stack([loss for loss, _ in pairs]), torch.stack([plain for _, plain in pairs])
+        return iic_losses(p, p2, self.config.lamb_a if head == "A" else self.config.lamb_b)
 
     def pairs_in(self, batch: Any) -> int:
         return len(batch[0])
@@ -152,7 +150,7 @@ def graph_space(config: VectorConfig, data: VectorData, standardised: np.ndarray
     """The vectors whose neighbours pair the samples (the embedding given, else the features as the network sees
     them), and what else the graph depends on (its principal components)."""
     space = data.embedding if data.embedding is not None else standardised
-    return space, f"pca={config.knn_pca} seed={config.seed}"
+    return space, f"pca={config.knn_pca} seed={config.seed} index={config.knn_index}"
 
 
 def reduced(config: VectorConfig, space: np.ndarray) -> np.ndarray:
@@ -177,7 +175,7 @@ def cached_graph(config: VectorConfig, data: VectorData, standardised: np.ndarra
         print(f"iic: finding {config.knn} {config.metric} neighbours of {len(space)} samples"
               f"{f' on {config.knn_pca} principal components' if 0 < config.knn_pca < space.shape[1] else ''}…",
               file=sys.stderr, flush=True)
-    graph = neighbour_graph(reduced(config, space), config.knn, config.metric)
+    graph = neighbour_graph(reduced(config, space), config.knn, config.metric, index=config.knn_index)
     if progress:
         print(f"iic: neighbour graph built in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     if cache is not None and save:
@@ -240,6 +238,12 @@ class VectorRun(TaskRun):
         loader = training_loader(module.pairs.rows, self.config.batch_size, trainer.world_size,
                                  self.config.num_workers)
         return {"train_dataloaders": loader, "val_dataloaders": evaluation}
+
+    def after_training(self, module: VectorModule, progress: bool) -> None:
+        if self.config.refit_subheads:
+            from iic.vectors.refit import refit_head_b
+
+            refit_head_b(module, progress)
 
     def evaluation_loader(self, trainer: L.Trainer) -> DataLoader:
         return evaluation_loader(self.data.evaluation.features, self.data.evaluation.labels, self.config.num_workers,

@@ -1,18 +1,39 @@
-"""The network Φ for vectors: an MLP trunk (linear, batch norm, ReLU per hidden layer) under the same heads as
-images: B with k classes, A over-clustering, each of S linear + softmax sub-heads."""
+"""The network Φ for vectors: an MLP trunk (linear, batch norm, ReLU per hidden layer; none: the heads see the
+standardised features themselves) under the same heads as images: B with k classes, A over-clustering, each of S
+linear + softmax sub-heads."""
 
 import torch
 from torch import nn
 
-from iic.clustering.network import ClusterHead
 
-
-def mlp_trunk(in_features: int, widths: tuple[int, ...]) -> nn.Sequential:
+def mlp_trunk(in_features: int, widths: tuple[int, ...]) -> tuple[nn.Module, int]:
+    """The trunk and its output size; ``widths`` of ``()`` or ``(0,)`` is no hidden layer."""
+    widths = tuple(width for width in widths if width > 0)
+    if not widths:
+        return nn.Identity(), in_features
     layers: list[nn.Module] = []
     for width in widths:
         layers += [nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
         in_features = width
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers), in_features
+
+
+class StackedHead(nn.Module):
+    """S linear + softmax sub-heads held as one linear layer of S·k outputs (a hundred cost about one); S × n × k
+    probabilities."""
+
+    def __init__(self, in_features: int, num_clusters: int, num_subheads: int):
+        super().__init__()
+        self.num_clusters, self.num_subheads = num_clusters, num_subheads
+        self.linear = nn.Linear(in_features, num_subheads * num_clusters)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(features).view(len(features), self.num_subheads, self.num_clusters)
+        return logits.softmax(dim=2).transpose(0, 1)
+
+    def subhead(self, features: torch.Tensor, index: int) -> torch.Tensor:
+        rows = slice(index * self.num_clusters, (index + 1) * self.num_clusters)
+        return nn.functional.linear(features, self.linear.weight[rows], self.linear.bias[rows]).softmax(dim=1)
 
 
 class VectorNet(nn.Module):
@@ -20,17 +41,18 @@ class VectorNet(nn.Module):
 
     def __init__(self, in_features: int, widths: tuple[int, ...], k_a: int, k_b: int, num_subheads: int):
         super().__init__()
-        self.trunk = mlp_trunk(in_features, widths)
-        heads = {"B": ClusterHead(widths[-1], k_b, num_subheads)}
+        self.trunk, features = mlp_trunk(in_features, widths)
+        self.out_features = features
+        heads = {"B": StackedHead(features, k_b, num_subheads)}
         if k_a > 0:
-            heads["A"] = ClusterHead(widths[-1], k_a, num_subheads)
+            heads["A"] = StackedHead(features, k_a, num_subheads)
         self.heads = nn.ModuleDict(heads)
 
     def forward(self, x: torch.Tensor, head: str = "B") -> torch.Tensor:
         return self.heads[head](self.trunk(x))
 
     def forward_pair(self, x: torch.Tensor, x2: torch.Tensor, head: str = "B") -> tuple[torch.Tensor, torch.Tensor]:
-        """Both sides of a batch of pairs in one pass, so that batch norm sees both as one batch (as for images)."""
+        """Both sides of a batch of pairs in one pass, so that batch norm sees both as one batch."""
         both = self(torch.cat([x, x2]), head)
         return both[:, :len(x)], both[:, len(x):]
 
@@ -39,4 +61,4 @@ class VectorNet(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}
 
     def subhead(self, x: torch.Tensor, head: str, index: int) -> torch.Tensor:
-        return self.heads[head].subheads[index](self.trunk(x)).softmax(dim=1)
+        return self.heads[head].subhead(self.trunk(x), index)
