@@ -1,8 +1,11 @@
 """Shared by tests: one clustering run on data already read, in a given run directory; the one error line of a
-command run in this process."""
+command run in this process; one torch thread for a block."""
 
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from iic.cli import main
 from iic.clustering.module import ClusteringRun
@@ -24,3 +27,14 @@ def in_process_error(capsys, *argv) -> str:
     lines = captured.err.strip().splitlines()
     assert captured.out == "" and len(lines) == 1 and lines[0].startswith("iic: error:"), captured
     return lines[0]
+
+
+@contextmanager
+def one_thread():
+    """As the ``one_torch_thread`` fixture, for fixtures of a wider scope than a test's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -278,3 +278,12 @@ def test_standardiser_state_round_trip():
 
 def test_vector_set_counts_classes():
     assert VectorSet(np.zeros((3, 1), np.float32), np.array([0, 2, 1]), None, ["x0"]).num_classes == 3
+
+
+def test_a_networks_silent_unit_is_centred_not_refused_when_constant_ok():
+    features = np.array([[0.0, 1.0], [0.0, 3.0], [0.0, 5.0]], dtype=np.float32)
+    with pytest.raises(IICError, match="constant"):
+        Standardiser.fit(features)
+    fitted = Standardiser.fit(features, constant_ok=True)
+    assert fitted.std.tolist() == [1.0, pytest.approx(1.633, abs=1e-3)]
+    assert np.isfinite(fitted.transform(features)).all() and (fitted.transform(features)[:, 0] == 0).all()

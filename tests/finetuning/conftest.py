@@ -1,21 +1,8 @@
 """Shared by the fine-tuning tests: a tiny IIC clustering run on three digits, trained once a session, whose trunk
 they fine-tune (they copy it before changing anything in it)."""
 
-from contextlib import contextmanager
-
 import pytest
-import torch
-
-
-@contextmanager
-def one_thread():
-    """As the ``one_torch_thread`` fixture, for fixtures of a wider scope than a test's."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from helpers import one_thread
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import in_process_error
+from helpers import in_process_error, one_thread
 
 import iic
 from iic.cli import main
@@ -49,14 +49,6 @@ def blob_csv(path, x, y=None, order=("a", "label", "b", "c")):
     return write_csv(path, order, rows)
 
 
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def quiet_main(*argv) -> tuple[int, str]:

@@ -1,7 +1,6 @@
 """IIC on vectors from Python: the config's checks, what load_vector_data refuses, the neighbour graph's cache, tiny
 runs that must learn (knn, noise and given pairs), the VectorModel of a run, and resuming one."""
 
-import contextlib
 import csv
 import dataclasses
 import os
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import one_thread
 
 import iic
 import iic.vectors
@@ -53,15 +53,6 @@ class Frame:
         return Frame(self.data[:, [self.columns.index(name) for name in names]], names)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """tests/conftest.py's one_torch_thread, for module-scoped fixtures."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def message(call, *args, **kwargs) -> str:
@@ -399,3 +390,39 @@ def test_resume_continues_with_the_cached_graph(knn_run, tmp_path, monkeypatch, 
     assert run.results["epoch"] == TINY["epochs"] + 2
     assert blob_accuracy(run.model.predict(x), blobs()[1]) >= 0.95  # still the three blobs
     assert os.path.getsize(graph_file) > 0
+
+
+@pytest.mark.slow
+def test_linear_subheads_on_the_features_themselves_learn_the_blobs(tmp_path, one_torch_thread):
+    x, y = blobs()
+    run = iic.vectors.train(x, y, out_dir=str(tmp_path), name="linear",
+                            **{**TINY, "widths": (0,), "num_subheads": 30, "lamb_b": 3.0})
+    assert_learnt(run)
+    assert not any(isinstance(m, torch.nn.Linear) for m in run.model.module.net.trunk.modules())  # no hidden layer
+    assert run.model.module.net.heads["B"].linear.out_features == 30 * 3  # thirty sub-heads in one layer
+
+
+@pytest.mark.slow
+def test_the_refit_puts_its_lowest_loss_subheads_in_head_b(tmp_path, one_torch_thread):
+    x, y = blobs()
+    run = iic.vectors.train(x, y, out_dir=str(tmp_path), name="refit", **{**TINY, "refit_subheads": 12})
+    assert_learnt(run)
+    losses = run.results["B"]["subhead_losses"]
+    assert losses == sorted(losses) and run.results["B"]["reported_subhead"] == 0  # the lowest first
+    model = iic.load(run.run_dir)  # the re-fitted heads are what the checkpoint holds
+    assert torch.equal(model.predict(x), run.model.predict(x))
+
+
+def test_the_vector_config_names_the_pair_module_s_choices():
+    import iic.pairs
+    import iic.vectors.config
+
+    # The config module stays light (no torch, scikit-learn): it repeats these names, which must agree.
+    assert iic.vectors.config.METRICS == iic.pairs.METRICS
+    assert iic.vectors.config.INDEXES == iic.pairs.INDEXES
+
+
+def test_widths_of_zero_or_positive_only():
+    validate_vector_config(VectorConfig(widths=(0,)))
+    with pytest.raises(IICError, match=r"widths must be positive \(or 0: no hidden layer\), got \[64, 0\]"):
+        validate_vector_config(VectorConfig(widths=(64, 0)))

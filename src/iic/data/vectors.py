@@ -348,22 +348,26 @@ class Standardiser:
     feature_names: list[str]
 
     @classmethod
-    def fit(cls, features: np.ndarray, feature_names: list[str] | None = None) -> "Standardiser":
+    def fit(cls, features: np.ndarray, feature_names: list[str] | None = None,
+            constant_ok: bool = False) -> "Standardiser":
         """Statistics of ``features`` (N × D); a feature with one value for every sample is an error, not a
-        division by zero."""
+        division by zero, unless ``constant_ok`` (a network's features, where a unit silent on every image is no
+        mistake of the user's): it is then only centred (std 1)."""
         features = np.asarray(features)
         if features.ndim != 2 or 0 in features.shape:
             raise IICError(f"standardising needs an N × D array of training features, got shape {features.shape}")
         names = list(feature_names) if feature_names is not None else default_feature_names(features.shape[1])
         constant = (features == features[0]).all(axis=0)
-        if constant.any():
+        if constant.any() and not constant_ok:
             column = int(np.flatnonzero(constant)[0])
             raise IICError(f"feature {names[column]!r} is constant (every sample {features[0, column]:g}): "
                            "it carries nothing to cluster on; remove it")
         wide = features.astype(np.float64)  # float32 sums of many samples lose digits
         mean, std = wide.mean(axis=0), wide.std(axis=0)
         tiny = std.astype(np.float32) == 0
-        if tiny.any():  # not constant, but spread less than float32 can hold
+        if constant_ok:
+            std[tiny] = 1.0
+        elif tiny.any():  # not constant, but spread less than float32 can hold
             column = int(np.flatnonzero(tiny)[0])
             raise IICError(f"feature {names[column]!r} varies too little to standardise (std {std[column]:.3g}): "
                            "rescale or remove it")

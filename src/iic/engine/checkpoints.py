@@ -59,14 +59,15 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]) -> tup
     """The saved dictionary of a checkpoint file or run directory of ``task`` (or one of several), and the file's
     path; one clear error for a missing, damaged or unsafe file, or one of another task."""
     tasks = (task,) if isinstance(task, str) else task
+    named = " or ".join(tasks) if len(tasks) < 3 else f"{', '.join(tasks[:-1])} or {tasks[-1]}"
     path = checkpoint_file(path)
     checkpoint = load_plain(path)
     if not isinstance(checkpoint, dict):
-        raise IICError(f"{path} is not an iic {' or '.join(tasks)} checkpoint "
+        raise IICError(f"{path} is not an iic {named} checkpoint "
                        f"(it holds a {type(checkpoint).__name__})")
     saved = checkpoint_task(checkpoint)
     if saved is not None and saved not in tasks:  # e.g. a segmentation run given to `iic predict`
-        raise IICError(f"{path} is an iic {brief(saved).strip(chr(39))} checkpoint, not a {' or '.join(tasks)} one: "
+        raise IICError(f"{path} is an iic {brief(saved).strip(chr(39))} checkpoint, not a {named} one: "
                        f"use {commands_for(saved)}")
     return checkpoint, path
 

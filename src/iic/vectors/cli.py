@@ -28,6 +28,10 @@ def wants_vectors(argv: list[str]) -> bool:
 
     if flag_value(argv, "--dataset") in CHOOSING_DATASETS or flag_value(argv, "--preset") in VECTOR_PRESETS:
         return True
+
+    def named(value) -> str:  # a YAML value may be a list or a mapping: the command's own checks word those
+        return value if isinstance(value, str) else ""
+
     for flag, file in (("--config", ""), ("--resume", "config.yaml")):
         path = flag_value(argv, flag)
         if path is None:
@@ -42,8 +46,8 @@ def wants_vectors(argv: list[str]) -> bool:
             values = read_yaml(target)
         except Exception:  # the command's own checks say what is wrong with the file
             continue
-        if (task_of_config(values) == "vectors" or values.get("preset") in VECTOR_PRESETS
-                or values.get("dataset") in CHOOSING_DATASETS):
+        if (task_of_config(values) == "vectors" or named(values.get("preset")) in VECTOR_PRESETS
+                or named(values.get("dataset")) in CHOOSING_DATASETS):
             return True
     return False
 

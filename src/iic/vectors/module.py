@@ -66,7 +66,8 @@ class VectorModule(IICModule):
 
     def set_standardiser(self, features: np.ndarray) -> None:
         if self.config.standardise:
-            fitted = Standardiser.fit(features, self.feature_names)
+            # A pretrained network's unit that no image excites is no mistake of the user's (dataset features).
+            fitted = Standardiser.fit(features, self.feature_names, constant_ok=self.backbone is not None)
             self.feature_mean.copy_(torch.from_numpy(fitted.mean))
             self.feature_std.copy_(torch.from_numpy(fitted.std))
 
