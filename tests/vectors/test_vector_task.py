@@ -426,3 +426,11 @@ def test_widths_of_zero_or_positive_only():
     validate_vector_config(VectorConfig(widths=(0,)))
     with pytest.raises(IICError, match=r"widths must be positive \(or 0: no hidden layer\), got \[64, 0\]"):
         validate_vector_config(VectorConfig(widths=(64, 0)))
+
+
+def test_evaluate_refuses_a_dataset_of_the_other_kind(knn_run):
+    model = iic.load(knn_run.run_dir)
+    with pytest.raises(IICError, match="this model clusters vectors: it cannot be evaluated on dataset 'features'"):
+        model.evaluate(dataset="features", data_path="photos/")
+    with pytest.raises(IICError, match="unknown dataset 'stl10'"):
+        model.evaluate(dataset="stl10")

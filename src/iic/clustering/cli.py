@@ -156,7 +156,9 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     from iic.clustering.config import CLUSTER_PRESETS, ClusterConfig
     from iic.config import add_config_arguments, add_run_arguments
 
+    # No abbreviated flags: `iic train` chooses its task by the --dataset and --preset it is given (vectors/cli.py).
     train = sub.add_parser("train", help="train an IIC clustering model (no arguments: the embedded digits)",
+                           allow_abbrev=False,
                            epilog="Vectors, tables and frozen image features: iic train --dataset vectors|features|"
                                   "wine|breast-cancer, or --preset digits-vectors, mnist-vectors, cifar10-features "
                                   "(add --help then for their settings).")

@@ -79,7 +79,8 @@ class VectorModel:
                  download: bool | None = None, accelerator: str = "auto", x: Any = None, y: Any = None,
                  progress: bool = False) -> dict[str, Any]:
         """Scores of every head and sub-head (ACC, NMI, ARI; losses and cluster sizes without labels) on the run's
-        data, another dataset or file (arguments left at None keep the run's settings), or the arrays ``x``, ``y``."""
+        data (a run trained from Python arrays has none to read again), another dataset or file (arguments left at
+        None keep the run's settings), or the arrays ``x``, ``y``."""
         from iic.engine.run import evaluate
         from iic.vectors.module import evaluation_loader
 
@@ -89,6 +90,14 @@ class VectorModel:
             changes = {k: v for k, v in (("dataset", dataset), ("data_path", data_path), ("protocol", protocol),
                                          ("download", download)) if v is not None}
             config = dataclasses.replace(self.config, **changes)
+            validate_vector_config(config)
+            if (config.dataset == "features") != self.takes_images:
+                takes = "images, through its backbone" if self.takes_images else "vectors"
+                raise IICError(f"this model clusters {takes}: it cannot be evaluated on dataset {config.dataset!r}")
+            if config.label_column and config.data_path != self.config.data_path:  # a label column of another file
+                path = Path(config.data_path or "")
+                if path.suffix.lower() != ".csv" or config.label_column not in csv_header(path):
+                    config = dataclasses.replace(config, label_column=None)
             evaluation = load_vector_data(config, training=False, progress=progress,
                                           backbone=self.module.backbone).evaluation
             evaluation = dataclasses.replace(evaluation, features=by_name(evaluation.features,

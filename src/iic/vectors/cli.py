@@ -56,8 +56,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     from iic.config import add_config_arguments, add_run_arguments
     from iic.vectors.config import VECTOR_PRESETS, VectorConfig
 
-    parser = argparse.ArgumentParser(prog="iic train", description="IIC on vectors, tables and frozen image features: "
-                                     "pairs of samples by neighbours, noise, or given.")
+    parser = argparse.ArgumentParser(prog="iic train", allow_abbrev=False,
+                                     description="IIC on vectors, tables and frozen image features: pairs of "
+                                                 "samples by neighbours, noise, or given.")
     add_run_arguments(parser, f"settings to start from: {', '.join(VECTOR_PRESETS)} (default: vectors)",
                       "continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
     add_config_arguments(parser, VectorConfig)

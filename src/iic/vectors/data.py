@@ -106,6 +106,8 @@ def frozen_features(config: VectorConfig, progress: bool = True, backbone: Any =
     if dataset in ("folder", "npz") and not config.data_path:
         raise IICError(f"dataset features with images {dataset} needs --data-path (the {dataset} of images)")
     train, test = image_splits(config, dataset, 3, config.image_size)
+    if config.protocol == "split" and test is None:  # before minutes of features
+        raise IICError(f"protocol 'split' needs a test split, and images {dataset} have none: use --protocol iic")
     if backbone is None:
         backbone = pretrained_backbone(config.backbone, config.weights, config.backbone_size)
     cache = os.path.expanduser(config.feature_cache) if config.feature_cache else None

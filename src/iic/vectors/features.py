@@ -153,6 +153,10 @@ class FrozenBackbone(nn.Module):
         # not persistent: the network's state dict is the whole of what a weights file holds
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # torchvision builds GoogLeNet and Inception v3 with transform_input on for their pretrained weights only:
+        # kept with the weights, so that a backbone rebuilt from a checkpoint preprocesses as the one that computed
+        # the training features did.
+        self.register_buffer("transform_input", torch.tensor(bool(getattr(network, "transform_input", False))))
         self.requires_grad_(False)
         self.train(False)
         self.feature_size = self._measure_feature_size()
@@ -181,6 +185,8 @@ class FrozenBackbone(nn.Module):
         if x.shape[1] == 1:  # after resizing: one channel is a third of the work
             x = x.expand(-1, 3, -1, -1)
         x = (x / 255 - self.mean) / self.std
+        if hasattr(self.network, "transform_input"):
+            self.network.transform_input = bool(self.transform_input)
         features = self.network(x.contiguous(memory_format=torch.channels_last))
         return features.flatten(1).float()
 

@@ -35,8 +35,9 @@ GRAPH_FILE = "neighbours.npz"  # the run directory's cached neighbour graph
 
 
 class VectorModule(IICModule):
-    """Heads A and B on an MLP trunk, trained by one Adam, on standardised features; with dataset ``features`` it
-    also holds the frozen backbone, so that a checkpoint clusters new images by itself."""
+    """Heads A and B on an MLP trunk (or on the features themselves, ``widths`` 0), trained by one Adam, on
+    standardised features; with dataset ``features`` it also holds the frozen backbone, so that a checkpoint clusters
+    new images by itself."""
 
     task_name = VECTORS.name
     config_class = VECTORS.config_class
@@ -245,6 +246,7 @@ class VectorRun(TaskRun):
             from iic.vectors.refit import refit_head_b
 
             refit_head_b(module, progress)
+        module.pairs = None  # the training features and graph: not kept alive by the trained model
 
     def evaluation_loader(self, trainer: L.Trainer) -> DataLoader:
         return evaluation_loader(self.data.evaluation.features, self.data.evaluation.labels, self.config.num_workers,
