@@ -306,7 +306,9 @@ def read_csv(path: Path, label: str | None = None) -> VectorSet:
             index = next(index for index in feature_columns if not _is_number(cells[index]))
             cell = cells[index]
             problem = "is empty" if not cell.strip() else f"{brief(cell)} is not a number"
-            raise IICError(f"{path}: column {header[index]!r}, row {row_number}: {problem}") from None
+            hint = (f" (if it holds labels, name it: --label-column {header[index]})"
+                    if label is None and cell.strip() else "")
+            raise IICError(f"{path}: column {header[index]!r}, row {row_number}: {problem}{hint}") from None
         if label_column is not None:
             cell = cells[label_column].strip()
             if not cell:
