@@ -23,7 +23,6 @@ from iic.engine.checkpoints import load_trained
 from iic.engine.module import IICModule
 from iic.engine.run import TaskRun
 from iic.engine.trainer import device_settings, side_trainer
-from iic.errors import IICError
 from iic.losses import iic_loss
 from iic.metrics import cluster_scores
 
@@ -88,10 +87,7 @@ class ClusterModule(IICModule):
     @torch.no_grad()
     def predict_probs(self, images: torch.Tensor, head: str = "B", batch_size: int = 512) -> torch.Tensor:
         """Cluster probabilities (n × k) of the head's reported (lowest-loss) sub-head for uint8 images."""
-        if head == "A" and self.config.k_a == 0:
-            raise IICError("this model has no head A (it was trained with k_a = 0)")
-        if head not in self.head_names:
-            raise IICError(f"unknown head {head!r}: use {' or '.join(sorted(self.head_names))}")
+        self.check_head(head)
         self.eval()
         subhead = self.reported_subhead(head)
         device = next(self.parameters()).device

@@ -18,6 +18,7 @@ import torch
 
 from iic.distributed import broadcast_buffers
 from iic.engine.base import TaskModule
+from iic.errors import IICError
 from iic.metrics import ContingencyTables
 
 
@@ -145,6 +146,13 @@ class IICModule(TaskModule):
 
     def subhead_loss(self, head: str) -> torch.Tensor:
         return getattr(self, f"subhead_loss_{head}")
+
+    def check_head(self, head: str) -> None:
+        """One clear error for a head this model does not have (prediction's ``head`` argument)."""
+        if head == "A" and self.config.k_a == 0:
+            raise IICError("this model has no head A (it was trained with k_a = 0)")
+        if head not in self.head_names:
+            raise IICError(f"unknown head {head!r}: use {' or '.join(sorted(self.head_names))}")
 
     def reported_subhead(self, head: str) -> int:
         """The label-free choice: the sub-head with the lowest loss over its head's latest pass (0 before any)."""

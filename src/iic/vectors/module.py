@@ -5,6 +5,7 @@ A training batch is a set of rows drawn by the loader; ``PairBatches`` gives eac
 neighbour, two corrupted copies, or the user's pair. The loss, heads, sub-heads, lowest-loss choice, evaluation and
 run directory are the image task's."""
 
+import functools
 import os
 import sys
 import time
@@ -104,12 +105,6 @@ class VectorModule(IICModule):
 
     # --- prediction -------------------------------------------------------------------------------------------
 
-    def check_head(self, head: str) -> None:
-        if head == "A" and self.config.k_a == 0:
-            raise IICError("this model has no head A (it was trained with k_a = 0)")
-        if head not in self.head_names:
-            raise IICError(f"unknown head {head!r}: use {' or '.join(sorted(self.head_names))}")
-
     @torch.no_grad()
     def predict_probs(self, features: torch.Tensor, head: str = "B", batch_size: int = 4096) -> torch.Tensor:
         """Cluster probabilities (n × k) of the head's reported sub-head for raw (not standardised) features."""
@@ -206,16 +201,20 @@ class VectorRun(TaskRun):
         return module
 
     def standardised(self, features: np.ndarray) -> np.ndarray:
-        module = self.module
-        if not self.config.standardise:
-            return features
-        return ((features - module.feature_mean.numpy()) / module.feature_std.numpy()).astype(np.float32)
+        """``features`` as the network sees them: by the module's own statistics (0 and 1 without standardising)."""
+        with torch.no_grad():
+            return self.module.standardise(torch.from_numpy(features)).numpy()
+
+    @functools.cached_property
+    def train_features(self) -> np.ndarray:
+        """The training samples standardised, once for the graph and the pairs."""
+        return self.standardised(self.data.train.features)
 
     def neighbours(self, cache: Path | None, save: bool) -> np.ndarray | None:
         if self.config.pairs not in ("knn", "knn+noise"):
             return None
         if self.graph is None:
-            self.graph = cached_graph(self.config, self.data, self.standardised(self.data.train.features), cache,
+            self.graph = cached_graph(self.config, self.data, self.train_features, cache,
                                       self.progress, save)
         return self.graph
 
@@ -233,7 +232,7 @@ class VectorRun(TaskRun):
         # same: it is deterministic); they never write.
         run_dir = os.environ.get("IIC_RUN_DIR")
         graph = self.neighbours(Path(run_dir) / GRAPH_FILE if run_dir else None, save=False)
-        features = torch.from_numpy(self.standardised(self.data.train.features))
+        features = torch.from_numpy(self.train_features)
         partner = None if self.data.partner is None else torch.from_numpy(self.standardised(self.data.partner))
         module.pairs = PairBatches(features, self.config.pairs, graph, self.data.given_pairs, partner,
                                    self.config.noise, self.config.mask)

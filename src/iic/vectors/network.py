@@ -5,6 +5,8 @@ linear + softmax sub-heads."""
 import torch
 from torch import nn
 
+from iic.clustering.refit import stacked_subhead_probs
+
 
 def mlp_trunk(in_features: int, widths: tuple[int, ...]) -> tuple[nn.Module, int]:
     """The trunk and its output size; ``widths`` of ``()`` or ``(0,)`` is no hidden layer."""
@@ -28,8 +30,7 @@ class StackedHead(nn.Module):
         self.linear = nn.Linear(in_features, num_subheads * num_clusters)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits = self.linear(features).view(len(features), self.num_subheads, self.num_clusters)
-        return logits.softmax(dim=2).transpose(0, 1)
+        return stacked_subhead_probs(self.linear, features, self.num_clusters)
 
     def subhead(self, features: torch.Tensor, index: int) -> torch.Tensor:
         rows = slice(index * self.num_clusters, (index + 1) * self.num_clusters)
