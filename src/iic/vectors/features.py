@@ -13,6 +13,7 @@ a folder under a key made of everything they depend on: the images' bytes, the n
 import hashlib
 import io
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -268,7 +269,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: a state dict, or a dict holding one under "state_dict" or "model"."""
     shown = printable(str(path))
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format too (Lite0's file)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False, which would run the file's code
+        raise IICError(f"weights file {shown} is not a PyTorch weights file: not tensors saved by torch.save, read "
+                       "weights-only") from None
     except OSError as exc:
         raise IICError(f"cannot read weights file {shown}: {exc.strerror or _line(exc)}") from None
     except Exception as exc:  # any failure to parse untrusted bytes is a bad file, not a crash
