@@ -38,7 +38,8 @@ def test_train_writes_a_run_directory_and_returns_what_it_holds(run):
     assert config["task"] == "segmentation" and config["epochs"] == 1 == run.model.config.epochs
     assert config["widths"] == [4] * 6
     saved = yaml.safe_load((run.run_dir / "results.yaml").read_text())
-    assert set(run.results) >= {"A", "B"} and set(run.results["B"]["reported"]) == {"pixel_acc", "miou", "iou"}
+    assert set(run.results) >= {"A", "B"}
+    assert set(run.results["B"]["reported"]) == {"pixel_acc", "miou", "iou", "cluster_to_class", "confusion"}
     for key in ("pixel_acc", "miou", "iou"):
         assert saved["B"]["reported"][key] == pytest.approx(run.results["B"]["reported"][key])
     assert run.results["B"]["reported_subhead"] == 0 and len(run.results["B"]["subhead_losses"]) == 1

