@@ -166,7 +166,7 @@ def test_legacy_segmentation_run_resumes_for_one_more_epoch(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"run directory {run}" in printed and "head B: pixel accuracy" in printed
     results = assert_resumed_run(run, "segmentation", passes_before=2, passes_after=4)
-    assert set(results["B"]["reported"]) == {"pixel_acc", "miou", "iou"}
+    assert set(results["B"]["reported"]) == {"pixel_acc", "miou", "iou", "cluster_to_class", "confusion"}
     assert 0 <= results["B"]["reported"]["pixel_acc"] <= 1
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert "rotation" in config and "affine_degrees" not in config
