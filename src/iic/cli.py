@@ -39,11 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     import iic.clustering.task  # noqa: F401  (each task declared: messages about a run name its task's commands)
     import iic.finetuning.task  # noqa: F401
     import iic.segmentation.task  # noqa: F401
+    import iic.sequences.task  # noqa: F401
     import iic.vectors.task  # noqa: F401
+    from iic.sequences.cli import parser_for as sequence_parser
     from iic.vectors.cli import build_train_parser, wants_vectors
 
     argv = argv or ["train"]
-    if argv[0] == "train" and wants_vectors(argv[1:]):  # `iic train` of vectors has its own settings
+    if (parser := sequence_parser(argv)) is not None:  # sequences: their own train settings, evaluate and predict
+        args = parser.parse_args(argv[1:])
+    elif argv[0] == "train" and wants_vectors(argv[1:]):  # `iic train` of vectors has its own settings
         parser = build_train_parser()
         args = parser.parse_args(argv[1:])
     else:
