@@ -453,7 +453,7 @@ def test_a_checkpoint_of_the_other_task_names_the_commands_that_take_it(tmp_path
         for argv in (("evaluate", str(tmp_path / name)),
                      ("predict", str(tmp_path / name), str(clustering), "--out", str(tmp_path / "o.csv"))):
             assert in_process_error(capsys, *argv).endswith(
-                "is an iic segmentation checkpoint, not a clustering, finetuning or vectors one: "
+                "is an iic segmentation checkpoint, not a clustering, finetuning, vectors or sequences one: "
                 "use `iic segment evaluate`, `iic segment predict` or `iic segment train --resume`")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.csv").exists()
 

@@ -108,7 +108,7 @@ def test_bad_settings_and_paths_are_one_clear_error(run, images, tmp_path):
         segmentation.train(iic.SegmentConfig(), preset="demo", out_dir=str(tmp_path / "runs"))
     with pytest.raises(IICError, match="unknown config key"):
         segmentation.train(no_such_setting=1, out_dir=str(tmp_path / "runs"))
-    with pytest.raises(IICError, match="segmentation checkpoint, not a clustering, finetuning or vectors one"):
+    with pytest.raises(IICError, match="segmentation checkpoint, not a clustering, finetuning, vectors or sequences"):
         iic.load(run.run_dir)
     assert not (tmp_path / "runs").exists()
 

@@ -40,6 +40,9 @@ def test_whole_series_learn_two_kinds(tmp_path, one_torch_thread):
     new_x, new_y = two_kinds(10, seed=1)
     predicted = model.predict(new_x).numpy()
     assert max((predicted == new_y).mean(), (predicted != new_y).mean()) >= 0.9
+    # iic.load knows a sequence run by its checkpoint, as it knows the other tasks' runs
+    assert type(iic.load(run.run_dir)) is type(model)
+    assert np.array_equal(iic.load(run.run_dir).predict(new_x).numpy(), predicted)
 
 
 @pytest.mark.slow
