@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from iic.clustering.config import ClusterConfig
 from iic.data.images import is_image_file, list_image_files, load_image
 from iic.data.npz import npz_splits, open_npz
+from iic.data.subsets import protocol_sets
 from iic.errors import IICError
 
 DEFAULT_ROOT = Path.home() / ".cache" / "iic" / "datasets"
@@ -339,13 +340,7 @@ def load_cluster_data(config: ClusterConfig, training: bool = True) -> ClusterDa
         raise IICError(f"unknown protocol {config.protocol!r}: use 'iic' (train+test) or 'split'")
     splits = load_splits(config)
     train, test, extra_a = splits.train, splits.test, splits.extra_a
-    if config.protocol == "split":
-        if test is None:
-            raise IICError(f"protocol 'split' needs a test split, and {config.dataset} has none: use --protocol iic")
-        train_b, evaluation = train, test
-    else:
-        train_b = concat(train, test) if test is not None else train
-        evaluation = train_b
+    train_b, evaluation = protocol_sets(config.protocol, config.dataset, train, test, concat)
     train_a = concat(train_b, extra_a) if extra_a is not None else train_b
     for k, head in ((config.k_b, "k_b"), (config.k_a, "k_a")):
         if training and k > len(train_b):

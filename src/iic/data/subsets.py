@@ -1,8 +1,20 @@
-"""Labelled subsets drawn by seed: the few labels that semi-supervised uses of IIC may look at."""
+"""Subsets of the data: the labelled few drawn by seed that semi-supervised uses of IIC may look at, and the sets a
+protocol trains on and scores."""
 
 import numpy as np
 
 from iic.errors import IICError
+
+
+def protocol_sets(protocol: str, dataset: str, train, test, concat):
+    """(training set, evaluation set) of a protocol: 'split' trains on ``train`` and scores ``test``; 'iic' (the
+    paper's) trains on both together and scores them. ``concat`` joins two sets of the task's kind."""
+    if protocol == "split":
+        if test is None:
+            raise IICError(f"protocol 'split' needs a test split, and {dataset} has none: use --protocol iic")
+        return train, test
+    both = train if test is None else concat(train, test)
+    return both, both
 
 
 def labelled_subset(labels: np.ndarray, amount: float, seed: int = 0, stratified: bool = True,

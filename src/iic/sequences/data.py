@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from iic.data.npz import npz_splits, open_npz
+from iic.data.subsets import protocol_sets
 from iic.data.vectors import class_ids, label_values
 from iic.errors import IICError, brief
 from iic.sequences.config import BUNDLED, SequenceConfig
@@ -412,12 +413,7 @@ def load_sequence_data(config: SequenceConfig, arrays: tuple[Any, Any] | None = 
     checked against the settings (more series than clusters, windows no longer than the data allow)."""
     train, test = data_splits(config, arrays)
     check_same_channels([train, test], config.data_path or config.dataset)
-    if config.protocol == "split":
-        if test is None:
-            raise IICError(f"protocol 'split' needs a test split, and {config.dataset} has none: use --protocol iic")
-        train_set, evaluation = train, test
-    else:
-        train_set = evaluation = concat(train, test)
+    train_set, evaluation = protocol_sets(config.protocol, config.dataset, train, test, concat)
     if config.recording:
         train_set = recording(train_set, config.seed)
         evaluation = train_set if config.protocol == "iic" else recording(evaluation, config.seed)

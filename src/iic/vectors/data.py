@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iic.data.subsets import protocol_sets
 from iic.data.vectors import VectorSet, default_feature_names, read_vectors, vectors_from_array
 from iic.errors import IICError
 from iic.vectors.config import VectorConfig
@@ -186,12 +187,7 @@ def load_vector_data(config: VectorConfig, training: bool = True, arrays: Arrays
     if test is not None and test.features.shape[1] != train.features.shape[1]:
         raise IICError(f"the test split has {test.features.shape[1]} features and the training split "
                        f"{train.features.shape[1]}")
-    if config.protocol == "split":
-        if test is None:
-            raise IICError(f"protocol 'split' needs a test split, and {config.dataset} has none: use --protocol iic")
-        train_set, evaluation = train, test
-    else:
-        train_set = evaluation = concat(train, test)
+    train_set, evaluation = protocol_sets(config.protocol, config.dataset, train, test, concat)
     data = VectorData(train_set, evaluation, images, backbone=backbone)
     if training:
         check_sizes(config, train_set)
