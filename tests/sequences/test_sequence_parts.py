@@ -127,10 +127,20 @@ def test_ts_file_through_aeon(tmp_path):
     assert train.x[1, :, 0].tolist() == [4, 3, 2, 1]
 
 
-def test_long_csv_sorted_by_time_with_a_label_per_series(tmp_path):
-    rows = ["id,time,a,b,label", "s2,1,5,6,walk", "s1,1,0,1,run", "s1,0,2,3,run", "s2,0,7,8,walk", "s2,2,9,9,walk"]
-    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
-    train, _ = read_sequences(tmp_path / "long.csv", config(label_column="label"))
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_long_table_sorted_by_time_with_a_label_per_series(tmp_path, suffix):
+    """The same long table as CSV and as Parquet (pandas writes both) reads to the same series."""
+    pd = pytest.importorskip("pandas")
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    table = pd.DataFrame({"id": ["s2", "s1", "s1", "s2", "s2"], "time": [1, 1, 0, 0, 2], "a": [5, 0, 2, 7, 9],
+                          "b": [6, 1, 3, 8, 9], "label": ["walk", "run", "run", "walk", "walk"]})
+    path = tmp_path / f"long{suffix}"
+    if suffix == ".csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_parquet(path, index=False)
+    train, _ = read_sequences(path, config(label_column="label"))
     assert train.ids == ["s2", "s1"] and train.lengths.tolist() == [3, 2]
     assert train.x[1, :2].tolist() == [[2, 3], [0, 1]] and train.channel_names == ["a", "b"]
     assert train.class_names == ["run", "walk"] and train.labels.tolist() == [1, 0]

@@ -90,7 +90,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     x[2, :, 0] = np.nan
     np.savez(tmp_path / "nan.npz", x=x)
     np.savez(tmp_path / "short.npz", x=np.ones((4, 6, 1), dtype=np.float32))
+    np.savez(tmp_path / "channels.npz", x_train=np.ones((4, 10, 2), dtype=np.float32),
+             x_test=np.ones((3, 10, 3), dtype=np.float32))
+    (tmp_path / "long.csv").write_text("id,time,a,b\nu,0,,1\nu,1,,2\nv,0,1,3\nv,1,2,4\n")
     cases = [(["--data-path", str(tmp_path / "nan.npz")], "channel 0 of series 2 is NaN all through"),
+             (["--data-path", str(tmp_path / "long.csv")], "channel 'a' of series 'u' is NaN all through"),
+             (["--data-path", str(tmp_path / "channels.npz")],
+              "the training series have 2 channels and the test series 3"),
              (["--data-path", str(tmp_path / "short.npz"), "--mode", "steps", "--half-window", "6"],
               "half_window T=6 is not shorter than the longest series (6 steps)"),
              (["--data-path", str(tmp_path / "missing.npz")], "no such file"),

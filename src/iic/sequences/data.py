@@ -61,9 +61,11 @@ class SequenceData:
 
 # --- checks shared by every source -------------------------------------------------------------------------------
 
-def padded(series: list[np.ndarray], source: str) -> tuple[np.ndarray, np.ndarray]:
+def padded(series: list[np.ndarray], source: str, ids: list[str] | None = None,
+           channel_names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A list of T_i × C arrays as one N × max T × C float32 array (zeros past each length) and the lengths; NaNs
-    filled and checked per series."""
+    filled and checked per series (errors name a series by its id and a channel by its name when there are some,
+    as in a long table, else by their indices)."""
     if not series:
         raise IICError(f"{source}: no series")
     channels = {s.shape[1] for s in series}
@@ -71,7 +73,7 @@ def padded(series: list[np.ndarray], source: str) -> tuple[np.ndarray, np.ndarra
         first = next(i for i, s in enumerate(series) if s.shape[1] != series[0].shape[1])
         raise IICError(f"{source}: series 0 has {series[0].shape[1]} channels and series {first} has "
                        f"{series[first].shape[1]}: every series needs the same channels")
-    cleaned = [fill_gaps(s, i, source) for i, s in enumerate(series)]
+    cleaned = [fill_gaps(s, repr(ids[i]) if ids else str(i), source, channel_names) for i, s in enumerate(series)]
     lengths = np.array([len(s) for s in cleaned], dtype=np.int64)
     x = np.zeros((len(cleaned), int(lengths.max()), cleaned[0].shape[1]), dtype=np.float32)
     for i, s in enumerate(cleaned):
@@ -79,13 +81,14 @@ def padded(series: list[np.ndarray], source: str) -> tuple[np.ndarray, np.ndarra
     return x, lengths
 
 
-def fill_gaps(series: np.ndarray, index: int, source: str) -> np.ndarray:
+def fill_gaps(series: np.ndarray, index: str, source: str, channel_names: list[str] | None = None) -> np.ndarray:
     """One T × C series: trailing steps NaN in every channel cut off (padding), inner NaNs interpolated in time; one
     clear error for a series with no steps, a channel NaN all through, or an infinite value."""
     series = np.asarray(series, dtype=np.float64)
     if np.isinf(series).any():
         step, channel = np.argwhere(np.isinf(series))[0]
-        raise IICError(f"{source}: series {index} is infinite at step {step}, channel {channel}")
+        raise IICError(f"{source}: series {index} is infinite at step {step}, channel "
+                       f"{repr(channel_names[channel]) if channel_names else channel}")
     present = ~np.isnan(series).all(axis=1)
     length = int(np.flatnonzero(present)[-1]) + 1 if present.any() else 0
     if length == 0:
@@ -95,7 +98,8 @@ def fill_gaps(series: np.ndarray, index: int, source: str) -> np.ndarray:
         values = series[:, channel]
         missing = np.isnan(values)
         if missing.all():
-            raise IICError(f"{source}: channel {channel} of series {index} is NaN all through: drop the channel, "
+            named = repr(channel_names[channel]) if channel_names else channel
+            raise IICError(f"{source}: channel {named} of series {index} is NaN all through: drop the channel, "
                            "or the series")
         if missing.any():
             steps = np.arange(length)
@@ -182,7 +186,7 @@ def encode_labels(splits: list[Any], sources: list[str], steps: list[int]) -> tu
 
 def make_set(series: list[np.ndarray], source: str, ids: list[str] | None = None,
              channel_names: list[str] | None = None) -> SequenceSet:
-    x, lengths = padded(series, source)
+    x, lengths = padded(series, source, ids, channel_names)
     names = channel_names or [f"c{i}" for i in range(x.shape[2])]
     return SequenceSet(x, lengths, None, None, names, ids or [str(i) for i in range(len(x))])
 
