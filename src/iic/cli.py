@@ -19,6 +19,7 @@ def quiet_libraries() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from iic.clustering.cli import add_clustering_commands
+    from iic.export.cli import add_export_parser
     from iic.finetuning.cli import add_finetune_parser
     from iic.segmentation.cli import add_segment_parser
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_clustering_commands(sub)
     add_finetune_parser(sub)
     add_segment_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, never a traceback
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors=ESCAPE)
+    if serves_onnx(argv):  # ONNX Runtime, numpy and Pillow only: before anything imports torch
+        return guarded(lambda: predict_command(argv[1:]))
     import iic.clustering.task  # noqa: F401  (each task declared: messages about a run name its task's commands)
     import iic.finetuning.task  # noqa: F401
     import iic.segmentation.task  # noqa: F401
@@ -57,8 +61,33 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return guarded(lambda: args.func(args))
+
+
+def serves_onnx(argv: list[str]) -> bool:
+    """``iic predict MODEL.onnx …``: the exported model's light path."""
+    if argv[:1] != ["predict"]:
+        return False
+    valued = {"--out", "--threads", "--head", "--scale"}  # options that take a value, in either predict
+    words = iter(argv[1:])
+    for word in words:
+        if word in valued:
+            next(words, None)  # its value
+        elif not word.startswith("-"):
+            return word.lower().endswith(".onnx")  # the model argument
+    return False
+
+
+def predict_command(argv: list[str]) -> int:
+    from iic.export.serving import predict_command
+
+    return predict_command(argv)
+
+
+def guarded(command) -> int:
+    """Run a command: bad input is one line on stderr and exit status 2, never a traceback."""
     try:
-        return args.func(args) or 0
+        return command() or 0
     except IICError as exc:
         print(f"iic: error: {exc}", file=sys.stderr)
         return 2

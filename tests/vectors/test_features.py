@@ -273,7 +273,7 @@ def test_googlenets_pretrained_preprocessing_travels_with_its_weights():
     # torchvision turns transform_input on for GoogLeNet's registry weights only: a backbone rebuilt from a
     # checkpoint's state must preprocess as the one that computed the features.
     trained = FrozenBackbone("googlenet", 64)
-    trained.transform_input.fill_(True)
+    trained.load_state_dict({**trained.state_dict(), "transform_input": torch.tensor(True)})
     rebuilt = FrozenBackbone("googlenet", 64)
     assert not rebuilt.transform_input
     rebuilt.load_state_dict(trained.state_dict())

@@ -31,6 +31,7 @@ from iic.clustering.data import (
 from iic.data.images import expand_image_paths, load_image
 from iic.data.subsets import labelled_subset
 from iic.errors import IICError
+from iic.export import Exportable
 from iic.metrics import label_efficient_accuracy
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def model_images(images: ImagesLike, size: int, channels: int) -> torch.Tensor:
     return resize_images(match_channels(array, channels), size)
 
 
-class ClusterModel:
+class ClusterModel(Exportable):
     """A trained IIC clustering model (``iic.load`` or ``iic.train(...).model``). Its reported sub-head is the one
     with the lowest training loss, chosen without labels."""
 

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import kornia.augmentation as K
 import torch
+from kornia.geometry.transform import resize
 from torch import nn
 
 from iic.clustering.config import ClusterConfig
@@ -84,14 +85,20 @@ class CentreOrRandomCrop(nn.Module):
 
 
 class EvalView(nn.Module):
-    """Centre crop and resize to the network's input size."""
+    """Centre crop and resize to the network's input size (as kornia's CenterCrop and Resize, written with plain
+    operations so that exported models hold it: ``iic export``)."""
 
     def __init__(self, config: ClusterConfig):
         super().__init__()
-        size = (config.input_size, config.input_size)
-        crop = (config.eval_crop_size, config.eval_crop_size)
-        self.view = nn.Sequential(K.CenterCrop(crop), K.Resize(size, antialias=True))
+        self.size, self.crop = config.input_size, config.eval_crop_size
+        self.view = nn.Sequential(K.CenterCrop((self.crop, self.crop)), K.Resize((self.size, self.size),
+                                                                                 antialias=True))  # fine-tuning's
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.view(to_float(images))
+        x = to_float(images)
+        top, left = (x.shape[-2] - self.crop) // 2, (x.shape[-1] - self.crop) // 2
+        x = x[..., top:top + self.crop, left:left + self.crop]
+        if self.crop == self.size:
+            return x
+        return resize(x, (self.size, self.size), interpolation="bilinear", align_corners=True, antialias=True)

@@ -18,13 +18,14 @@ import torch
 from iic.clustering.api import ImagesLike, model_images
 from iic.config import read_yaml
 from iic.errors import IICError
+from iic.export import Exportable
 from iic.finetuning.config import FINETUNE_PRESETS, FinetuneConfig, validate_finetune_config
 
 if TYPE_CHECKING:
     from iic.engine.run import RunResult
 
 
-class ClassifierModel:
+class ClassifierModel(Exportable):
     """A classifier fine-tuned on an IIC run's trunk (``iic.finetune(...).model`` or ``iic.load`` of its run)."""
 
     def __init__(self, module, path: Path | None = None):

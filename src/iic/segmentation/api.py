@@ -21,6 +21,7 @@ import torch
 from iic.config import config_from_dict
 from iic.data.images import expand_image_paths, load_image
 from iic.errors import IICError
+from iic.export import Exportable
 from iic.segmentation.config import (
     DATA_FIELDS,
     TRAINED_DATA_FIELDS,
@@ -33,7 +34,7 @@ from iic.segmentation.data import build_source, check_training_sizes, scaled_siz
 ImagesLike = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 
-class SegmentationModel:
+class SegmentationModel(Exportable):
     """A trained IIC segmentation model (``segmentation.load`` or ``segmentation.train(...).model``). Head B's
     reported sub-head is the one with the lowest training loss, chosen without labels."""
 

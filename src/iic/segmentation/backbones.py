@@ -85,10 +85,7 @@ class DenseBackbone(nn.Module):
         return super().train(False)  # frozen: BatchNorm keeps its pretrained statistics, whatever the module's mode
 
     def _network_forward(self, x: torch.Tensor) -> torch.Tensor:
-        network = self.frozen.network
-        if hasattr(network, "transform_input"):
-            network.transform_input = bool(self.frozen.transform_input)
-        return network(x)
+        return self.frozen.network(x)  # GoogLeNet's transform_input follows the loaded weights (FrozenBackbone)
 
     def _stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs: dict[int, torch.Tensor] = {}

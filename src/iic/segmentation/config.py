@@ -3,6 +3,7 @@
 import math
 import os
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +14,13 @@ DATA_ENV = "IIC_DATA"  # a folder holding the presets' data files, for runs with
 CAMVID_NPZ = "camvid_180x240_trainval.npz"  # the CamVid presets' file name in it
 SLIM_WIDTHS = (32, 64, 64, 64, 96, 96)
 MIN_INPUT_SIDE = 2  # pixels a side that SegmentationNet10a's 2×2 max-pool needs
+
+
+def scaled_side(side, scale: float):
+    """A side of ``side`` pixels after ``scale``, rounded half up, in integers only: an exported graph computes it on
+    symbolic sizes, where floor and Python's round() (halves to even) are not available."""
+    ratio = Fraction(scale).limit_denominator(10**6)
+    return (2 * side * ratio.numerator + ratio.denominator) // (2 * ratio.denominator)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from iic.data.images import is_image_file, list_image_files, load_image, load_la
 from iic.data.npz import open_npz
 from iic.distributed import evaluation_sampler
 from iic.errors import IICError
-from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig
+from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig, scaled_side
 
 IGNORE = -1
 
@@ -450,7 +450,7 @@ def to_tensor(image: np.ndarray, label: np.ndarray | None, scale: float = 1.0) -
     y = (torch.full(image.shape[:2], IGNORE, dtype=torch.long) if label is None
          else torch.from_numpy(np.asarray(label, dtype=np.int64)))
     if scale != 1.0:
-        h, w = round(image.shape[0] * scale), round(image.shape[1] * scale)
+        h, w = scaled_side(image.shape[0], scale), scaled_side(image.shape[1], scale)
         x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False,
                           antialias=scale < 1)[0].clamp_(0, 1)
         y = F.interpolate(y[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
@@ -654,7 +654,7 @@ def scaled_size(source: SegmentationSource, scale: float, images: str) -> tuple[
     """The size (h, w) of the first of the ``images`` ("training", "evaluation") after ``scale``; one clear error when
     that is below what the network takes."""
     image, _ = source[0]
-    size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+    size = (scaled_side(image.shape[0], scale), scaled_side(image.shape[1], scale))
     if min(size) < MIN_INPUT_SIDE:
         raise IICError(f"scale {scale} makes the {images} images {size[0]}×{size[1]} pixels: "
                        f"the network needs at least {MIN_INPUT_SIDE} a side")

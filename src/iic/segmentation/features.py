@@ -11,6 +11,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from iic.segmentation.config import scaled_side
 from iic.segmentation.data import IGNORE, SegmentationSource, crop_or_pad, to_tensor
 
 CACHE_LIMIT_BYTES = 6 * 2**30  # above this the features are computed at every step instead
@@ -30,7 +31,7 @@ def feature_grid(size: tuple[int, int], stride: int) -> tuple[int, int]:
 def cache_bytes(source: SegmentationSource, scale: float, stride: int, channels: int, mirror: bool) -> int:
     """Memory the cached features of ``source`` take (its first image's size for all)."""
     image, _ = source[0]
-    h, w = feature_grid((round(image.shape[0] * scale), round(image.shape[1] * scale)), stride)
+    h, w = feature_grid((scaled_side(image.shape[0], scale), scaled_side(image.shape[1], scale)), stride)
     return len(source) * channels * h * w * 2 * (2 if mirror else 1)
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from iic.data.images import load_image, save_png
 from iic.engine.curves import save_figure
 from iic.errors import IICError, printable
-from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig
+from iic.segmentation.config import MIN_INPUT_SIDE, SegmentConfig, scaled_side
 from iic.segmentation.data import EvaluationImages, SegmentationSource
 
 
@@ -106,7 +106,7 @@ def segment_images(module, images: list[np.ndarray], scale: float = 1.0) -> list
     for image in images:
         x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)[None]
         h, w = image.shape[:2]
-        size = (max(MIN_INPUT_SIDE, round(h * scale)), max(MIN_INPUT_SIDE, round(w * scale)))
+        size = (max(MIN_INPUT_SIDE, scaled_side(h, scale)), max(MIN_INPUT_SIDE, scaled_side(w, scale)))
         if size != (h, w):
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=size[0] < h or size[1] < w)
         clusters = module.predict_clusters(x.to(module.device))[0].cpu()
@@ -143,7 +143,7 @@ def check_predict_size(path: Path, size: tuple[int, int], scale: float) -> None:
     """Images narrower than the network takes are enlarged to it; a scale that shrinks one to under that is refused
     (a whole image squeezed into 2 × 2 pixels segments into noise)."""
     for side in size:
-        scaled = round(side * scale)
+        scaled = scaled_side(side, scale)
         if scaled < MIN_INPUT_SIDE and scaled < side:
             raise IICError(f"scale {scale} shrinks {path} ({size[0]}×{size[1]}) to under {MIN_INPUT_SIDE} pixels "
                            f"a side, the network's least: give a larger --scale")

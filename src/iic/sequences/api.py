@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from iic.errors import IICError
+from iic.export import Exportable
 from iic.sequences.config import SequenceConfig, validate_sequence_config
 from iic.sequences.data import (
     SequenceData,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from iic.engine.run import RunResult
 
 
-class SequenceModel:
+class SequenceModel(Exportable):
     """A trained IIC sequence model (``iic.sequences.load`` or ``iic.sequences.train(...).model``). Its reported
     sub-head is the one with the lowest training loss, chosen without labels."""
 

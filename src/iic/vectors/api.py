@@ -24,6 +24,7 @@ import torch
 
 from iic.data.vectors import VectorSet, read_vectors, vectors_from_array
 from iic.errors import IICError
+from iic.export import Exportable
 from iic.vectors.config import VectorConfig, validate_vector_config
 from iic.vectors.data import Arrays, VectorData, load_vector_data
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from iic.engine.run import RunResult
 
 
-class VectorModel:
+class VectorModel(Exportable):
     """A trained IIC vector model (``iic.load`` or ``iic.vectors.train(...).model``). Its reported sub-head is the one
     with the lowest training loss, chosen without labels."""
 

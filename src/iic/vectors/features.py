@@ -158,6 +158,7 @@ class FrozenBackbone(nn.Module):
         # kept with the weights, so that a backbone rebuilt from a checkpoint preprocesses as the one that computed
         # the training features did.
         self.register_buffer("transform_input", torch.tensor(bool(getattr(network, "transform_input", False))))
+        self.register_load_state_dict_post_hook(lambda backbone, _: backbone._sync_transform_input())
         self.requires_grad_(False)
         self.train(False)
         self.feature_size = self._measure_feature_size()
@@ -170,6 +171,12 @@ class FrozenBackbone(nn.Module):
             raise IICError(f"backbone {self.name} cannot take {self.input_size}×{self.input_size} inputs: "
                            f"{_line(exc)}") from None
         return features.shape[1]
+
+    def _sync_transform_input(self) -> None:
+        """The network's flag follows the buffer a checkpoint loads (read here, not in forward: an exported graph
+        cannot branch on a tensor)."""
+        if hasattr(self.network, "transform_input"):
+            self.network.transform_input = bool(self.transform_input)
 
     def train(self, mode: bool = True) -> "FrozenBackbone":
         """Always eval mode, whatever ``mode``: BatchNorm keeps the pretrained statistics, dropout stays off."""
@@ -186,8 +193,6 @@ class FrozenBackbone(nn.Module):
         if x.shape[1] == 1:  # after resizing: one channel is a third of the work
             x = x.expand(-1, 3, -1, -1)
         x = (x / 255 - self.mean) / self.std
-        if hasattr(self.network, "transform_input"):
-            self.network.transform_input = bool(self.transform_input)
         features = self.network(x.contiguous(memory_format=torch.channels_last))
         return features.flatten(1).float()
 
