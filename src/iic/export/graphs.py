@@ -164,7 +164,9 @@ def task_graph(module, head: str = "B") -> Graph:
     if task == "sequences":
         steps = module.input_length if not module.per_step else max(module.config.window, 16)
         meta.update(k=module.num_clusters[head], subhead=module.reported_subhead(head), mode=module.config.mode)
-        example = torch.randn(4, steps, module.num_channels, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        amplitude = torch.rand(4, 1, 1, generator=generator) * 3 + 0.1  # series unlike each other
+        example = torch.randn(4, steps, module.num_channels, generator=generator) * amplitude
         example = example * module.channel_std + module.channel_mean
         dynamic = {0: "batch", 1: "steps"} if module.per_step else {0: "batch"}
         return Graph(SeriesClusterer(module, head), "series", "probabilities", example, dynamic,

@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def export_module(module, out: str | os.PathLike, format: str | None = None, hea
     out = Path(out).expanduser()
     format = export_format(out, format)
     check_writable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     module = module.cpu().eval()
     graph = task_graph(module, head)
     graph.metadata.update(format=format, iic_version=iic_version(), torch_version=torch.__version__,
@@ -102,8 +104,6 @@ def write_onnx(graph: Graph, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     except ImportError as exc:
         raise IICError(f"export to ONNX needs onnx, onnxscript and onnxruntime ({exc.name} is missing): "
                        f"pip install 'iic[onnx]'") from None
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -155,7 +155,9 @@ def write_pt2(graph: Graph, path: Path) -> Callable[[np.ndarray], np.ndarray]:
         program = torch.export.export(graph.model, (graph.example,), dynamic_shapes=dynamic_shapes(graph))
     except Exception as exc:
         raise exporter_error(exc) from None
-    torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(graph.metadata)})
+    with warnings.catch_warnings():  # its weights packer notes, on every CPU model, that they are on the CPU
+        warnings.simplefilter("ignore", UserWarning)
+        torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(graph.metadata)})
     loaded = torch.export.load(str(path)).module()
 
     def run(x: np.ndarray) -> np.ndarray:
