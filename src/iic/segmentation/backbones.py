@@ -90,10 +90,13 @@ class DenseBackbone(nn.Module):
     def _stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs: dict[int, torch.Tensor] = {}
 
+        # An exported graph cannot stop by an exception: it runs on, and the exporter drops the unused rest.
+        stop_early = not torch.compiler.is_exporting()
+
         def hook_for(index):
             def record(_module, _inputs, output):
                 outputs[index] = output
-                if len(outputs) == len(self._stages):
+                if stop_early and len(outputs) == len(self._stages):
                     raise _StagesDone
             return record
 
