@@ -189,8 +189,9 @@ def add_clustering_commands(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="cluster new images or vectors with a trained model (a fine-tuned one: "
-                                        "classify them)")
-    pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory")
+                                        "classify them), or with an exported .onnx file (no torch needed)")
+    pr.add_argument("checkpoint", metavar="CKPT", help="checkpoint file or run directory (or a .onnx file from "
+                                                       "iic export: see docs/export.md)")
     pr.add_argument("images", nargs="+", metavar="INPUTS",
                     help="image files and/or folders (with their sub-folders); for a vector run, .npy/.npz/.csv files")
     pr.add_argument("--out", default="clusters.csv",
