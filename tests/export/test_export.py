@@ -216,7 +216,7 @@ def test_pt2_export_loads_with_its_metadata_and_dynamic_shapes(tmp_path, name):
     meta = export(module, tmp_path / "model.pt2")
     extra = {"iic.json": ""}
     program = torch.export.load(str(tmp_path / "model.pt2"), extra_files=extra)
-    assert json.loads(extra["iic.json"])["task"] == meta["task"]
+    assert json.loads(extra["iic.json"]) == json.loads(json.dumps(meta))  # with the check's figures
     for count in (1, 64):
         batch = inputs_for(meta, count)
         with torch.no_grad():
@@ -324,6 +324,18 @@ def test_export_refuses_bad_input_in_one_line_writing_nothing(run_dir, tmp_path,
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     assert "not an ONNX model" in cli_error(["predict", str(tmp_path / "junk.onnx"), "x.png"], capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "junk.onnx", "unfinished"]
+
+
+def test_a_file_that_fails_its_check_is_not_written_nor_its_folder_left(tmp_path, monkeypatch):
+    import iic.export.writer
+
+    def mismatch(*_):
+        raise IICError("the exported model does not compute what the PyTorch model does")
+
+    monkeypatch.setattr(iic.export.writer, "check_export", mismatch)
+    with pytest.raises(IICError, match="does not compute"):
+        export(vector_module(), tmp_path / "new" / "deeper" / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_light_predict_refuses_inputs_of_the_wrong_shape(exported, tmp_path, capsys):

@@ -4,6 +4,7 @@ appears (ONNX Runtime runs the ``.onnx``). A file that does not compute what the
 
 import json
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -54,7 +55,6 @@ def export_module(module, out: str | os.PathLike, format: str | None = None, hea
     out = Path(out).expanduser()
     format = export_format(out, format)
     check_writable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     module = module.cpu().eval()
     graph = task_graph(module, head)
     graph.metadata.update(format=format, iic_version=iic_version(), torch_version=torch.__version__,
@@ -66,18 +66,29 @@ def export_module(module, out: str | os.PathLike, format: str | None = None, hea
         run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
         graph.metadata.update(run=str(run_dir), checkpoint=str(checkpoint))
     reference = reference_of(module, graph, head)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as scratch:
-        tmp = Path(scratch) / f"model.{format}"
-        with torch.no_grad():
-            if format == "onnx":
-                run = write_onnx(graph, tmp)
-            else:
-                run = write_pt2(graph, tmp)
-        graph.metadata["checked"] = check_export(graph, run, reference)
-        if format == "onnx":
-            set_onnx_metadata(tmp, graph.metadata)
-        os.replace(tmp, out)
+    created = first_missing(out.parent)  # folders made for the file are removed again if the export fails
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as scratch:
+            tmp = Path(scratch) / f"model.{format}"
+            with torch.no_grad():
+                run = write_onnx(graph, tmp) if format == "onnx" else write_pt2(graph, tmp)
+            graph.metadata["checked"] = check_export(graph, run, reference)
+            (set_onnx_metadata if format == "onnx" else set_pt2_metadata)(tmp, graph.metadata)
+            os.replace(tmp, out)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     return graph.metadata
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its ancestors that does not exist yet (None: it exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
 
 
 def dynamic_shapes(graph: Graph) -> tuple[dict[int, Any]]:
@@ -155,15 +166,21 @@ def write_pt2(graph: Graph, path: Path) -> Callable[[np.ndarray], np.ndarray]:
         program = torch.export.export(graph.model, (graph.example,), dynamic_shapes=dynamic_shapes(graph))
     except Exception as exc:
         raise exporter_error(exc) from None
-    with warnings.catch_warnings():  # its weights packer notes, on every CPU model, that they are on the CPU
-        warnings.simplefilter("ignore", UserWarning)
-        torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(graph.metadata)})
+    set_pt2_metadata(path, graph.metadata, program)
     loaded = torch.export.load(str(path)).module()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return loaded(torch.from_numpy(x)).numpy()
     return run
+
+
+def set_pt2_metadata(path: Path, metadata: dict[str, Any], program=None) -> None:
+    """Save ``program`` (default: the one at ``path``) with the metadata as its extra file iic.json."""
+    program = program if program is not None else torch.export.load(str(path))
+    with warnings.catch_warnings():  # its weights packer notes, on every CPU model, that they are on the CPU
+        warnings.simplefilter("ignore", UserWarning)
+        torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
 
 
 def reference_of(module, graph: Graph, head: str) -> Callable[[torch.Tensor], np.ndarray]:
