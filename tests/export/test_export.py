@@ -202,8 +202,10 @@ def test_metadata_travels_inside_the_file(exported):
 
 
 def test_head_a_exports_its_own_reported_subhead(tmp_path):
+    from iic.vectors.api import VectorModel
+
     module = vector_module()
-    meta = export(module, tmp_path / "a.onnx", head="A")
+    meta = VectorModel(module).export(tmp_path / "a.onnx", head="A")  # every task's model has .export
     batch = inputs_for(meta, 16)
     assert meta["k"] == 6
     assert np.abs(OnnxModel(tmp_path / "a.onnx").run(batch) - module.predict_probs(torch.from_numpy(batch),
