@@ -347,7 +347,7 @@ def test_light_predict_refuses_inputs_of_the_wrong_shape(exported, tmp_path, cap
     assert "30 steps" in cli_error(["predict", str(exported["sequences"][1]), str(tmp_path / "short.npy")], capsys)
     np.save(tmp_path / "nan.npy", np.full((2, 5), np.nan, dtype=np.float32))
     assert "NaN" in cli_error(["predict", str(exported["vectors"][1]), str(tmp_path / "nan.npy")], capsys)
-    assert not (Path.cwd() / "predictions.csv").exists()
+    assert not (Path.cwd() / "clusters.csv").exists()
 
 
 def test_an_operator_the_exporter_lacks_is_named_in_one_line(tmp_path):

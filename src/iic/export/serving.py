@@ -250,11 +250,11 @@ def predict_command(argv: list[str]) -> int:
                                      "(ONNX Runtime, numpy and Pillow only).")
     parser.add_argument("model", help="a .onnx file written by iic export")
     parser.add_argument("inputs", nargs="+", help="image files or folders, or .npy/.npz (and for vectors .csv) files")
-    parser.add_argument("--out", default=None, help="the CSV to write (segmentation: a folder of label PNGs); "
-                                                    "default predictions.csv or predictions/")
+    parser.add_argument("--out", default=None, help="the CSV to write (default clusters.csv); for a segmenter, the "
+                                                    "folder of label PNGs (default predictions/)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime's threads (0: its default)")
     args = parser.parse_args(argv)
     model = OnnxModel(args.model, args.threads)
-    out = Path(args.out or ("predictions" if model.metadata["output_name"] == "labels" else "predictions.csv"))
+    out = Path(args.out or ("predictions" if model.metadata["output_name"] == "labels" else "clusters.csv"))
     print(f"iic predict: {predict_files(model, args.inputs, out)}")
     return 0
