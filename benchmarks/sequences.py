@@ -7,6 +7,7 @@ Usage (needs ``pip install -e .[sequences]``: aeon and tslearn):
 
     .venv/bin/python benchmarks/sequences.py [--only basic-motions gunpoint italy-power-demand recording]
         [--seeds 0 1 2] [--out-dir runs/sequences-benchmark] [--no-baselines]
+        [--set refit_subheads=100 refit_epochs=20]   # settings over the presets of the whole-series datasets
 """
 
 import argparse
@@ -124,10 +125,19 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out-dir", default="runs/sequences-benchmark")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="settings over the presets of the whole-series datasets' IIC runs (YAML values)")
     args = parser.parse_args()
+    import yaml
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
     import torch
 
-    print(f"torch threads {torch.get_num_threads()}, seeds {args.seeds}")
+    print(f"torch threads {torch.get_num_threads()}, seeds {args.seeds}"
+          f"{f', whole series with {overrides}' if overrides else ''}")
     print("\n| dataset | method | ACC | NMI | seconds |\n|---|---|---|---|---|")
     for name in DATASETS:
         if name not in args.only:
@@ -135,7 +145,7 @@ def main() -> None:
         series = series_of(name)
         x, y = series.x, series.labels
         rows = [] if args.no_baselines else baselines(x, y, series.num_classes, args.seeds)
-        acc, nmi, seconds = iic_run(name, args.seeds, args.out_dir, "acc")
+        acc, nmi, seconds = iic_run(name, args.seeds, args.out_dir, "acc", **overrides)
         rows.append(("IIC", acc, nmi, seconds))
         for method, acc, nmi, seconds in rows:
             print(f"| {name} ({len(x)} × {x.shape[1]} × {x.shape[2]}) | {method} | {100 * acc:.1f}% | {nmi:.3f} | "

@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from helpers import in_process_error
 
@@ -58,6 +59,22 @@ def test_time_steps_learn_their_segments(tmp_path, one_torch_thread):
     assert steps.shape[0] == 3 and int((steps >= 0).sum()) == int((~np.isnan(x[:3, :, 0])).sum())
 
 
+def test_the_refit_replaces_only_head_b_and_reports_its_losses(tmp_path, one_torch_thread):
+    x, y = two_kinds(20)
+    settings = dict(TINY, k_b=2, epochs=1, batch_size=10, out_dir=str(tmp_path), progress=False)
+    plain = iic.sequences.train(x, y, name="plain", **settings)
+    run = iic.sequences.train(x, y, name="refit", refit_subheads=4, refit_epochs=2, **settings)
+    trained, refitted = plain.model.module.net, run.model.module.net
+    assert all(torch.equal(a, b) for a, b in zip(trained.trunk.state_dict().values(),
+                                                   refitted.trunk.state_dict().values()))
+    assert not torch.equal(trained.heads["B"].linear.weight, refitted.heads["B"].linear.weight)
+    losses = run.results["B"]["subhead_losses"]
+    # the re-fit's losses at λ = refit_lamb = 3 (below −2 ln 2 here), the lowest of four first; not λ = 1's (≥ −ln 2)
+    assert len(losses) == 2 and losses == sorted(losses) and max(losses) < -2 * np.log(2)
+    assert min(plain.results["B"]["subhead_losses"]) >= -np.log(2) - 1e-4
+    assert np.array_equal(iic.load(run.run_dir).predict(x).numpy(), run.model.predict(x).numpy())  # saved
+
+
 @pytest.mark.slow
 def test_command_line_round_trip(tmp_path, capsys, one_torch_thread):
     x, y = two_kinds()
@@ -100,7 +117,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
              (["--data-path", str(tmp_path / "short.npz"), "--mode", "steps", "--half-window", "6"],
               "half_window T=6 is not shorter than the longest series (6 steps)"),
              (["--data-path", str(tmp_path / "missing.npz")], "no such file"),
-             (["--data-path", str(tmp_path / "nan.npz"), "--crop", "0.5", "2"], "crop must be two shares")]
+             (["--data-path", str(tmp_path / "nan.npz"), "--crop", "0.5", "2"], "crop must be two shares"),
+             (["--data-path", str(tmp_path / "nan.npz"), "--mode", "steps", "--refit-subheads", "5"],
+              "refit_subheads re-fits whole-series heads: it is for mode series")]
     if __import__("importlib").util.find_spec("aeon"):
         cases.append((["--data-path", str(tmp_path / "bad.ts")], "not a readable .ts file"))
     for flags, message in cases:

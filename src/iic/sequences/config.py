@@ -60,6 +60,10 @@ class SequenceConfig:
     head_b_passes: int = 1  # passes over the data training head B, per epoch
     lamb_a: float = 1.0  # λ of head A's loss
     lamb_b: float = 1.0  # λ of head B's loss
+    # head B re-fitted on the frozen trunk after training (mode series; as vectors' and images', vectors/refit.py)
+    refit_subheads: int = 0  # fresh head-B sub-heads re-fitted on the frozen trunk after training (0: off; series)
+    refit_epochs: int = 5  # passes of the re-fit
+    refit_lamb: float = 3.0  # λ of the re-fit's loss
     # optimisation
     lr: float = 1e-3  # Adam's learning rate
     lr_schedule: str = "constant"  # constant | cosine
@@ -87,10 +91,12 @@ SEQUENCE_PRESETS: dict[str, dict[str, Any]] = {
                           repeats=8, eval_every=60),
     # Daily profiles aligned in time (when the peaks come is the class): flattened features, not pooled over time;
     # views that keep the time of day (little crop or warp); λ = 3 and ten sub-heads for head B, whose most likely
-    # split otherwise is weekdays against weekends.
+    # split otherwise is weekdays against weekends. Head B re-fitted on the frozen trunk (100 fresh sub-heads, 20
+    # passes at λ = 3): 95.8 % mean of seeds 0 1 2 (95.8, 95.4, 96.1) against 90.0 % (87.0, 87.3, 95.5) without.
     "italy-power-demand": dict(dataset="italy-power-demand", k_b=2, k_a=10, widths=(32, 32), pool="flatten",
                                standardise="series", crop=(0.9, 1.0), warp=0.05, mask=0.0, lamb_b=3.0,
-                               num_subheads=10, epochs=6, batch_size=64, repeats=4, eval_every=12),
+                               num_subheads=10, epochs=6, batch_size=64, repeats=4, eval_every=12,
+                               refit_subheads=100, refit_epochs=20),
     # GunPoint (the hand's x position drawing a gun or pointing): no setting tried here clusters it above chance;
     # these are ItalyPowerDemand's (docs/notes/sequences-benchmark.md).
     "gunpoint": dict(dataset="gunpoint", k_b=2, k_a=10, widths=(32, 32), pool="flatten", standardise="series",
@@ -133,6 +139,14 @@ def validate_sequence_config(config: SequenceConfig) -> None:
         (config.k_b >= 2, f"k_b must be at least 2, got {config.k_b}"),
         (config.k_a == 0 or config.k_a >= 2, f"k_a must be 0 (no head A) or at least 2, got {config.k_a}"),
         (config.batch_size >= 2, f"batch_size must be at least 2, got {config.batch_size}"),
+        (config.refit_subheads == 0 or config.refit_subheads >= config.num_subheads,
+         f"refit_subheads must be 0 (no re-fit) or at least num_subheads ({config.num_subheads}), "
+         f"got {config.refit_subheads}"),
+        (config.refit_epochs >= 1, f"refit_epochs must be at least 1, got {config.refit_epochs}"),
+        (0 < config.refit_lamb < math.inf, f"refit_lamb must be positive and finite, got {config.refit_lamb}"),
+        (config.refit_subheads == 0 or config.mode == "series",
+         f"refit_subheads re-fits whole-series heads: it is for mode series (0 in mode steps), "
+         f"got {config.refit_subheads}"),
         (not config.recording or config.mode == "steps",
          "recording makes one series labelled per step: it is for mode steps"),
     ]

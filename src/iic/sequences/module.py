@@ -115,13 +115,16 @@ class SequenceModule(IICModule):
         generator = self.step_generator(head)
         if self.per_step:
             return self.window_losses(len(rows), generator, head, lamb)
+        p, p2 = self.net.forward_pair(*self.series_views(rows, generator), head)
+        return iic_losses(p, p2, lamb)
+
+    def series_views(self, rows: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        """Whole series: the two sides of the pairs of training series ``rows``, each in ``repeats`` views."""
         c = self.config
         index = rows.to(self.device).repeat(c.repeats)
         x, lengths = self.train_x[index], self.train_lengths[index]
-        views = [series_view(x, lengths, self.input_length, c.crop, c.warp, c.scale, c.jitter, c.mask, generator)
-                 for _ in range(2)]
-        p, p2 = self.net.forward_pair(*views, head)
-        return iic_losses(p, p2, lamb)
+        return [series_view(x, lengths, self.input_length, c.crop, c.warp, c.scale, c.jitter, c.mask, generator)
+                for _ in range(2)]
 
     def window_losses(self, count: int, generator: torch.Generator, head: str, lamb: float
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +266,8 @@ class SequenceRun(TaskRun):
         return {"train_dataloaders": loader, "val_dataloaders": evaluation}
 
     def after_training(self, module: SequenceModule, progress: bool) -> None:
+        if self.config.refit_subheads:
+            refit_head_b(module, progress)
         module.train_x = module.train_lengths = None  # the training series: not kept alive by the trained model
 
     def evaluation_loader(self, trainer: L.Trainer) -> DataLoader:
@@ -273,6 +278,21 @@ class SequenceRun(TaskRun):
         from iic.sequences.outputs import draw_run
 
         draw_run(module, self.data.evaluation, run_dir)
+
+
+def refit_head_b(module: SequenceModule, progress: bool = False) -> torch.Tensor:
+    """Whole series: head B re-fitted on the frozen trunk (``refit_subheads`` > 0; vectors/refit.py), on pairs of
+    the training views, drawn from a generator seeded by the run's seed."""
+    from iic.vectors.refit import refit_stacked_head
+
+    generator = torch.Generator(device=module.device).manual_seed(module.config.seed)
+    net = module.net
+
+    def pair_features(rows: torch.Tensor) -> torch.Tensor:
+        return net.embed(torch.cat(module.series_views(rows, generator)))
+
+    return refit_stacked_head(module, len(module.train_x), pair_features, net.trunk,
+                              net.heads["B"].linear.in_features, module.device, progress)
 
 
 def load_module(path: str | os.PathLike) -> tuple[SequenceModule, Path]:
