@@ -347,6 +347,11 @@ def test_light_predict_refuses_inputs_of_the_wrong_shape(exported, tmp_path, cap
     assert "30 steps" in cli_error(["predict", str(exported["sequences"][1]), str(tmp_path / "short.npy")], capsys)
     np.save(tmp_path / "nan.npy", np.full((2, 5), np.nan, dtype=np.float32))
     assert "NaN" in cli_error(["predict", str(exported["vectors"][1]), str(tmp_path / "nan.npy")], capsys)
+    np.save(tmp_path / "none.npy", np.zeros((0, 5), dtype=np.float32))
+    assert "no inputs" in cli_error(["predict", str(exported["vectors"][1]), str(tmp_path / "none.npy")], capsys)
+    np.save(tmp_path / "images.npy", np.zeros((2, 28, 28, 1), dtype=np.uint8))
+    assert "not both" in cli_error(["predict", str(exported["clustering"][1]), str(tmp_path / "images.npy"),
+                                    str(tmp_path)], capsys)
     assert not (Path.cwd() / "clusters.csv").exists()
 
 

@@ -54,6 +54,8 @@ class OnnxModel:
         """The file's output for a batch of its input, ``batch_size`` at a time."""
         spec = self.metadata["input"]
         batch = np.ascontiguousarray(batch, dtype=np.dtype(spec["dtype"]))
+        if len(batch) == 0:
+            raise IICError("no inputs to predict: the files hold no rows")
         return np.concatenate([self.session.run(None, {self.input_name: batch[start:start + batch_size]})[0]
                                for start in range(0, len(batch), batch_size)])
 
@@ -75,6 +77,8 @@ class OnnxModel:
         spec = self.metadata["input"]
         if spec["dtype"] == "uint8":  # images
             arrays = [Path(p) for p in paths if Path(p).suffix.lower() in (".npy", ".npz")]
+            if arrays and len(arrays) < len(paths):
+                raise IICError("give image files and folders, or .npy/.npz arrays of images, not both")
             if arrays:
                 names, batch = self.read_arrays(arrays, "images")
                 return names, check_images(batch, spec)
