@@ -9,6 +9,7 @@ import colorsys
 import csv
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,10 @@ class OnnxModel:
                 else:
                     kinds = ".npy, .npz or .csv" if what == "vectors" else ".npy or .npz"
                     raise IICError(f"{path}: {what} are read from {kinds} files")
-            except (OSError, ValueError, EOFError) as exc:
+            except (OSError, ValueError, EOFError, csv.Error, zipfile.BadZipFile) as exc:
                 raise IICError(f"{path} is damaged or not a {suffix} file ({exc.__class__.__name__})") from None
+            if array.ndim == 0:
+                raise IICError(f"{path}: expected an array of {what}, got a single value")
             if array.dtype == object or not np.issubdtype(array.dtype, np.number):
                 raise IICError(f"{path}: the {what} must be numbers, got {array.dtype}")
             if what != "images" and not np.isfinite(array).all():
@@ -152,7 +155,7 @@ class OnnxModel:
         else:
             try:
                 [float(value) for value in header]
-                header, body = [], rows  # no header
+                body = rows  # no header: the first row is data
             except ValueError:
                 pass
             columns = list(range(len(body[0]) if body else 0))
@@ -167,7 +170,7 @@ def check_images(batch: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
         batch = batch[..., None]
     expected = (spec["height"], spec["width"], spec["channels"])
     if batch.ndim != 4 or any(e is not None and e != g for e, g in zip(expected, batch.shape[1:])):
-        shown = "×".join("H" if e is None else str(e) for e in expected)
+        shown = "×".join(str(e) if e is not None else name for e, name in zip(expected, "HWC"))
         raise IICError(f"images must be uint8 N×{shown}, got shape {batch.shape}")
     if batch.dtype != np.uint8:
         raise IICError(f"images must be uint8, got {batch.dtype}")
