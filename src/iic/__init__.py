@@ -19,7 +19,7 @@ _EXPORTS = {
     "DenseIICLoss": "iic.losses", "IICLoss": "iic.losses", "dense_iic_loss": "iic.losses", "iic_loss": "iic.losses",
 }
 __all__ = sorted(_EXPORTS)
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # as pyproject.toml (exported files record the installed version)
 
 
 SUBPACKAGES = ("clustering", "segmentation", "finetuning", "vectors", "engine", "losses", "data")
