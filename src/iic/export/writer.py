@@ -74,7 +74,10 @@ def export_module(module, out: str | os.PathLike, format: str | None = None, hea
             with torch.no_grad():
                 run = write_onnx(graph, tmp) if format == "onnx" else write_pt2(graph, tmp)
             graph.metadata["checked"] = check_export(graph, run, reference)
-            (set_onnx_metadata if format == "onnx" else set_pt2_metadata)(tmp, graph.metadata)
+            if format == "onnx":
+                finish_onnx(tmp, graph.metadata, graph.dynamic)
+            else:
+                set_pt2_metadata(tmp, graph.metadata)
             os.replace(tmp, out)
     except BaseException:
         if created is not None:
@@ -124,34 +127,24 @@ def write_onnx(graph: Graph, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     except Exception as exc:  # the exporter's errors come in many types
         raise exporter_error(exc) from None
     program.save(str(path))
-    name_dimensions(path, graph)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {graph.input_name: x})[0]
 
 
-def name_dimensions(path: Path, graph: Graph) -> None:
-    """Give the file's free input dimensions the names users read (batch, height, width, steps)."""
+def finish_onnx(path: Path, metadata: dict[str, Any], dynamic: dict[int, str]) -> None:
+    """The checked file's last touches, in one read and write: the names users read on its free input dimensions
+    (batch, height, width, steps; the exporter's are s0, s1, …) and the metadata entry."""
     import onnx
 
     model = onnx.load(str(path))
-    renames = {}
-    for dim, name in graph.dynamic.items():
-        dimension = model.graph.input[0].type.tensor_type.shape.dim[dim]
-        if dimension.dim_param:
-            renames[dimension.dim_param] = name
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    renames = {dims[index].dim_param: name for index, name in dynamic.items() if dims[index].dim_param}
     for value in [*model.graph.input, *model.graph.output]:
         for dimension in value.type.tensor_type.shape.dim:
             if dimension.dim_param in renames:
                 dimension.dim_param = renames[dimension.dim_param]
-    onnx.save(model, str(path))
-
-
-def set_onnx_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
@@ -217,7 +210,8 @@ def check_export(graph: Graph, run: Callable[[np.ndarray], np.ndarray],
                  reference: Callable[[torch.Tensor], np.ndarray]) -> dict[str, Any]:
     """Run the exported file on ``check_batches`` and compare with the PyTorch model; an error on a mismatch."""
     worst, disagree = 0.0, 0
-    for batch in check_batches(graph):
+    batches = check_batches(graph)
+    for batch in batches:
         expected = reference(batch)
         try:
             got = run(np.ascontiguousarray(batch.numpy()))
@@ -237,4 +231,4 @@ def check_export(graph: Graph, run: Callable[[np.ndarray], np.ndarray],
     if worst > TOLERANCE or disagree:
         raise IICError(f"the exported model does not compute what the PyTorch model does (largest difference in "
                        f"probabilities {worst:.2g}, tolerance {TOLERANCE:g}; {disagree} ids differ): not written")
-    return {"batches": len(check_batches(graph)), "max_abs_difference": worst, "ids_differing": disagree}
+    return {"batches": len(batches), "max_abs_difference": worst, "ids_differing": disagree}

@@ -5,41 +5,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from iic.vectors.cli import flag_value
-
-
-def named(value: Any) -> str:
-    return value if isinstance(value, str) else ""  # a YAML value may be a list: the command's checks word it
-
-
-def saved_task(path: str | None, run_file: bool) -> dict[str, Any]:
-    """The settings in a --config file, or in the config.yaml of a run directory or of a checkpoint's run
-    (``run_file``); empty when there are none to read (the command's own checks then say what is wrong)."""
-    if path is None:
-        return {}
-    try:
-        from iic.config import read_yaml
-
-        target = Path(path).expanduser()
-        if run_file:
-            target = (target if target.is_dir() else target.parent.parent) / "config.yaml"
-        return read_yaml(target)
-    except Exception:
-        return {}
+from iic.engine.commands import saved_settings, selects_task, task_train_parser
 
 
 def wants_sequences(argv: list[str]) -> bool:
     """Whether ``iic train ARGV`` is a sequence run: by its --dataset, --preset, --config file or --resume run."""
     from iic.sequences.config import SEQUENCE_DATASETS, SEQUENCE_PRESETS
 
-    if flag_value(argv, "--dataset") in SEQUENCE_DATASETS or flag_value(argv, "--preset") in SEQUENCE_PRESETS:
-        return True
-    for flag, run_file in (("--config", False), ("--resume", True)):
-        values = saved_task(flag_value(argv, flag), run_file)
-        if (values.get("task") == "sequences" or named(values.get("preset")) in SEQUENCE_PRESETS
-                or named(values.get("dataset")) in SEQUENCE_DATASETS):
-            return True
-    return False
+    return selects_task(argv, "sequences", SEQUENCE_PRESETS, SEQUENCE_DATASETS)
 
 
 def is_sequence_run(argv: list[str]) -> bool:
@@ -49,22 +22,16 @@ def is_sequence_run(argv: list[str]) -> bool:
     for arg in argv:
         path = Path(arg).expanduser()
         if not arg.startswith("-") and (path.is_dir() or path.suffix == ".ckpt"):
-            return saved_task(arg, True).get("task") == "sequences"
+            return saved_settings(arg, True).get("task") == "sequences"
     return False
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    from iic.config import add_config_arguments, add_run_arguments
     from iic.sequences.config import SEQUENCE_PRESETS, SequenceConfig
 
-    parser = argparse.ArgumentParser(prog="iic train", allow_abbrev=False,
-                                     description="IIC on sequences: a cluster per whole series (--mode series) or "
-                                                 "per time step (--mode steps), pairs made by views in time.")
-    add_run_arguments(parser, f"settings to start from: {', '.join(SEQUENCE_PRESETS)} (default: sequences)",
-                      "continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
-    add_config_arguments(parser, SequenceConfig)
-    parser.set_defaults(func=cmd_train)
-    return parser
+    return task_train_parser(SequenceConfig, SEQUENCE_PRESETS, "sequences", "IIC on sequences: a cluster per whole "
+                             "series (--mode series) or per time step (--mode steps), pairs made by views in time.",
+                             cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

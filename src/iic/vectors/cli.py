@@ -7,63 +7,24 @@ import io
 from pathlib import Path
 from typing import Any
 
+from iic.engine.commands import selects_task, task_train_parser
+
 # `iic train` trains the vector task when one of these says so (the other datasets and presets are images').
 CHOOSING_DATASETS = ("vectors", "features", "wine", "breast-cancer")
-
-
-def flag_value(argv: list[str], flag: str) -> str | None:
-    """The last value given to ``flag`` (``--flag V`` or ``--flag=V``) in ``argv``."""
-    value = None
-    for index, arg in enumerate(argv):
-        if arg == flag and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif arg.startswith(flag + "="):
-            value = arg[len(flag) + 1:]
-    return value
 
 
 def wants_vectors(argv: list[str]) -> bool:
     """Whether ``iic train ARGV`` is a vector run: by its --dataset, --preset, --config file or --resume run."""
     from iic.vectors.config import VECTOR_PRESETS
 
-    if flag_value(argv, "--dataset") in CHOOSING_DATASETS or flag_value(argv, "--preset") in VECTOR_PRESETS:
-        return True
-
-    def named(value) -> str:  # a YAML value may be a list or a mapping: the command's own checks word those
-        return value if isinstance(value, str) else ""
-
-    for flag, file in (("--config", ""), ("--resume", "config.yaml")):
-        path = flag_value(argv, flag)
-        if path is None:
-            continue
-        try:
-            from iic.config import read_yaml
-            from iic.engine.task import task_of_config
-
-            target = Path(path).expanduser()
-            if flag == "--resume":
-                target = (target if target.is_dir() else target.parent.parent) / file
-            values = read_yaml(target)
-        except Exception:  # the command's own checks say what is wrong with the file
-            continue
-        if (task_of_config(values) == "vectors" or named(values.get("preset")) in VECTOR_PRESETS
-                or named(values.get("dataset")) in CHOOSING_DATASETS):
-            return True
-    return False
+    return selects_task(argv, "vectors", VECTOR_PRESETS, CHOOSING_DATASETS)
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    from iic.config import add_config_arguments, add_run_arguments
     from iic.vectors.config import VECTOR_PRESETS, VectorConfig
 
-    parser = argparse.ArgumentParser(prog="iic train", allow_abbrev=False,
-                                     description="IIC on vectors, tables and frozen image features: pairs of "
-                                                 "samples by neighbours, noise, or given.")
-    add_run_arguments(parser, f"settings to start from: {', '.join(VECTOR_PRESETS)} (default: vectors)",
-                      "continue a run (its directory, or its checkpoints/last.ckpt) from its last checkpoint")
-    add_config_arguments(parser, VectorConfig)
-    parser.set_defaults(func=cmd_train_vectors)
-    return parser
+    return task_train_parser(VectorConfig, VECTOR_PRESETS, "vectors", "IIC on vectors, tables and frozen image "
+                             "features: pairs of samples by neighbours, noise, or given.", cmd_train_vectors)
 
 
 def cmd_train_vectors(args: argparse.Namespace) -> int:
