@@ -323,6 +323,8 @@ def test_export_refuses_bad_input_in_one_line_writing_nothing(run_dir, tmp_path,
     assert "a-file" in cli_error(["export", str(run_dir), "--out", str(blocker / "m.onnx")], capsys)
     assert "unknown head" in cli_error(["export", str(run_dir), "--out", str(out), "--head", "C"], capsys)
     assert "no such model file" in cli_error(["predict", str(tmp_path / "none.onnx"), "x.png"], capsys)
+    assert "--threads must be" in cli_error(["predict", str(tmp_path / "none.onnx"), "x.png", "--threads", "-5"],
+                                            capsys)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     assert "not an ONNX model" in cli_error(["predict", str(tmp_path / "junk.onnx"), "x.png"], capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "junk.onnx", "unfinished"]

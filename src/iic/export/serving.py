@@ -261,6 +261,8 @@ def predict_command(argv: list[str]) -> int:
                                                     "folder of label PNGs (default predictions/)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime's threads (0: its default)")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        raise IICError(f"--threads must be 0 (ONNX Runtime's default) or more, got {args.threads}")
     model = OnnxModel(args.model, args.threads)
     out = Path(args.out or ("predictions" if model.metadata["output_name"] == "labels" else "clusters.csv"))
     print(f"iic predict: {predict_files(model, args.inputs, out)}")
